@@ -30,6 +30,7 @@ This module must never import Qt (``core`` is headless).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 import keras
@@ -52,7 +53,6 @@ __all__ = [
 
 LOSS_NAMES: Final[tuple[str, ...]] = ("jaccard", "dice", "bce", "bce+jaccard", "bce+dice")
 ACTIVATIONS: Final[tuple[str, ...]] = ("sigmoid", "softmax")
-_OVERLAPS: Final[tuple[str, ...]] = ("jaccard", "dice")
 _SPATIAL_AND_BATCH: Final = (0, 1, 2)
 
 
@@ -128,8 +128,31 @@ def _crossentropy(y_true: Any, y_pred: Any, activation: str) -> Any:
     return ops.mean(per_element)
 
 
+_OVERLAP_INDEX: Final[dict[str, Callable[..., Any]]] = {
+    "jaccard": jaccard_index,
+    "dice": dice_coefficient,
+}
+
+
+class _OverlapLoss(keras.losses.Loss):
+    """``1 - overlap index``, the index chosen by the subclass's ``overlap``."""
+
+    overlap: str
+
+    def __init__(self, smooth: float, *, name: str, **kwargs: Any) -> None:
+        _check_smooth(smooth)
+        super().__init__(name=name, **kwargs)
+        self.smooth = float(smooth)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return 1.0 - _OVERLAP_INDEX[self.overlap](y_true, y_pred, smooth=self.smooth)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "smooth": self.smooth}
+
+
 @keras.saving.register_keras_serializable(package="tilewatch")
-class JaccardLoss(keras.losses.Loss):
+class JaccardLoss(_OverlapLoss):
     """Soft Jaccard loss ``1 - mean_k(J_k)``; see :func:`jaccard_index`.
 
     Reduces over the batch and spatial axes ``(0, 1, 2)`` per output channel,
@@ -138,36 +161,24 @@ class JaccardLoss(keras.losses.Loss):
     class, background included, is one channel).
     """
 
+    overlap = "jaccard"
+
     def __init__(self, smooth: float = 1.0, *, name: str = "jaccard", **kwargs: Any) -> None:
-        _check_smooth(smooth)
-        super().__init__(name=name, **kwargs)
-        self.smooth = float(smooth)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return 1.0 - jaccard_index(y_true, y_pred, smooth=self.smooth)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "smooth": self.smooth}
+        super().__init__(smooth, name=name, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tilewatch")
-class DiceLoss(keras.losses.Loss):
+class DiceLoss(_OverlapLoss):
     """Soft Dice loss ``1 - mean_k(D_k)``; see :func:`dice_coefficient`.
 
     Reduces over the batch and spatial axes ``(0, 1, 2)`` per output channel,
     then takes the mean over channels; returns one float32 scalar per batch.
     """
 
+    overlap = "dice"
+
     def __init__(self, smooth: float = 1.0, *, name: str = "dice", **kwargs: Any) -> None:
-        _check_smooth(smooth)
-        super().__init__(name=name, **kwargs)
-        self.smooth = float(smooth)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return 1.0 - dice_coefficient(y_true, y_pred, smooth=self.smooth)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "smooth": self.smooth}
+        super().__init__(smooth, name=name, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tilewatch")
@@ -213,8 +224,8 @@ class CrossentropyOverlapLoss(keras.losses.Loss):
         **kwargs: Any,
     ) -> None:
         _check_activation(activation)
-        if overlap not in _OVERLAPS:
-            raise ValueError(f"overlap must be one of {_OVERLAPS}, got {overlap!r}")
+        if overlap not in _OVERLAP_INDEX:
+            raise ValueError(f"overlap must be one of {tuple(_OVERLAP_INDEX)}, got {overlap!r}")
         _check_smooth(smooth)
         super().__init__(name=name or f"bce_{overlap}", **kwargs)
         self.activation = activation
@@ -222,8 +233,7 @@ class CrossentropyOverlapLoss(keras.losses.Loss):
         self.smooth = float(smooth)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        overlap_fn = jaccard_index if self.overlap == "jaccard" else dice_coefficient
-        overlap_loss = 1.0 - overlap_fn(y_true, y_pred, smooth=self.smooth)
+        overlap_loss = 1.0 - _OVERLAP_INDEX[self.overlap](y_true, y_pred, smooth=self.smooth)
         return _crossentropy(y_true, y_pred, self.activation) + overlap_loss
 
     def get_config(self) -> dict[str, Any]:
