@@ -1,0 +1,512 @@
+"""The training input: tile split, normalisation and streamed tf.data pipelines.
+
+What it guarantees:
+
+- The train/val split is by tile, seeded and made before any augmentation
+  (:func:`split_tiles`), so no view of a validation tile is ever trained on.
+- Normalisation statistics come from a bounded random sample of pixels of the
+  tiles given (the train tiles), read one tile at a time
+  (:func:`compute_normalization`); they are plain numbers that run.json records.
+- The training stream (:func:`make_train_dataset`) is infinite and
+  deterministic per epoch: the batches of epoch ``e`` depend only on
+  ``(seed, e)`` and the arguments, so a run resumed at ``first_epoch=e`` sees
+  exactly the batches it would have seen. Tiles are read one at a time, in
+  parallel threads (each read opens its own file: a ``TiffFile`` is not
+  thread-safe), several crops are cut from each read, and nothing but the
+  tiles in flight and the prefetch buffer is held in memory, so memory use does
+  not grow with the number of tiles.
+- The validation set (:func:`make_val_dataset`) is a fixed grid of windows
+  covering every validation tile; it is the same on every call.
+
+TensorFlow is imported only by the functions that build datasets, so the
+split and the normalisation can be used (e.g. to read a run) without it. This
+module must never import Qt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.tiles import MaskKind, TileInfo, read_image, read_mask
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tensorflow as tf
+
+__all__ = [
+    "Split",
+    "split_tiles",
+    "Normalization",
+    "compute_normalization",
+    "make_train_dataset",
+    "make_val_dataset",
+    "steps_per_pass",
+    "load_tile",
+    "crops_per_read",
+    "AUGMENTS",
+    "NORMALIZATIONS",
+    "MAX_CROPS_PER_READ",
+]
+
+#: Augmentation choices: none, the 4 flips (incl. identity), the 8 dihedral transforms.
+AUGMENTS = ("none", "flips", "dihedral")
+#: Normalisation methods.
+NORMALIZATIONS = ("percentile", "zscore", "none")
+#: The most crops cut from one tile read (more crops per read = fewer reads per batch).
+MAX_CROPS_PER_READ = 4
+#: Smallest per-band scale; a band with less spread in the sample gets scale 1.
+SCALE_EPS = 1e-6
+
+# Distinct stream keys so that the split, the normalisation sample and the
+# crops never share random numbers even for the same seed.
+_SPLIT_KEY, _NORM_KEY, _PLAN_KEY, _CROP_KEY = 1, 2, 3, 4
+
+
+def _rng(*keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) % (1 << 63) for k in keys])
+
+
+# --------------------------------------------------------------------------- split
+
+
+@dataclass(frozen=True)
+class Split:
+    """Tile names for training and validation (disjoint, each sorted)."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+
+def split_tiles(names: Sequence[str], *, val_fraction: float, seed: int) -> Split:
+    """Split tiles (not patches) into train and validation, seeded.
+
+    ``round(len(names) * val_fraction)`` tiles go to validation, but at least
+    one when ``val_fraction > 0`` and there are two or more tiles, and never
+    all of them (at least one tile is kept for training). The result depends
+    only on the set of names, ``val_fraction`` and ``seed``.
+
+    Returns:
+        The :class:`Split`.
+
+    Raises:
+        ValueError: for no names, duplicate names or ``val_fraction`` outside [0, 1).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction!r}")
+    ordered = sorted(names)
+    if not ordered:
+        raise ValueError("no tiles to split")
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("tile names must be unique")
+    n = len(ordered)
+    n_val = round(n * val_fraction)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = 0
+    order = _rng(seed, _SPLIT_KEY).permutation(n)
+    val = {ordered[i] for i in order[:n_val]}
+    return Split(train=tuple(x for x in ordered if x not in val),
+                 val=tuple(x for x in ordered if x in val))
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-band affine normalisation: ``x_norm = (x - offset) / scale``."""
+
+    method: str
+    offset: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.method not in NORMALIZATIONS:
+            raise ValueError(f"normalization method must be one of {', '.join(NORMALIZATIONS)}, "
+                             f"not {self.method!r}")
+        if len(self.offset) != len(self.scale) or not self.offset:
+            raise ValueError("offset and scale must be non-empty and of equal length (one per band)")
+        if any(not s > 0 for s in self.scale):
+            raise ValueError("every scale must be positive")
+
+    @property
+    def channels(self) -> int:
+        """The number of bands this normalisation is for."""
+        return len(self.offset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (what run.json records)."""
+        return {"method": self.method, "offset": list(self.offset), "scale": list(self.scale)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Normalization:
+        """Rebuild from :meth:`to_dict`'s output.
+
+        Raises:
+            ValueError: if keys are missing or values are invalid.
+        """
+        try:
+            return cls(method=str(d["method"]), offset=tuple(float(v) for v in d["offset"]),
+                       scale=tuple(float(v) for v in d["scale"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a normalization record (need method, offset, scale): {d!r}") from exc
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Normalise an (H, W, C) image (or a stack ending in C).
+
+        Returns:
+            float32 array of the same shape.
+
+        Raises:
+            ValueError: if the last axis is not this normalisation's band count.
+        """
+        if image.shape[-1] != self.channels:
+            raise ValueError(f"image has {image.shape[-1]} bands, normalization is for "
+                             f"{self.channels}")
+        offset = np.asarray(self.offset, dtype=np.float32)
+        inv_scale = np.float32(1.0) / np.asarray(self.scale, dtype=np.float32)
+        return (image.astype(np.float32) - offset) * inv_scale
+
+
+def compute_normalization(tiles: Sequence[TileInfo], *, method: str, seed: int,
+                          sample_pixels: int = 200_000) -> Normalization:
+    """Compute per-band normalisation statistics from a random pixel sample of ``tiles``.
+
+    Pass the train tiles only. About ``sample_pixels / len(tiles)`` pixels are
+    drawn (seeded) from each tile, reading one tile at a time, so memory is
+    bounded by one tile plus the sample. ``percentile``: offset = 2nd
+    percentile, scale = 98th - 2nd; ``zscore``: mean and standard deviation;
+    ``none``: offset 0, scale 1. A band with (almost) no spread in the sample
+    gets scale 1, so it maps near 0 instead of exploding.
+
+    Returns:
+        The :class:`Normalization`.
+
+    Raises:
+        ValueError: for an unknown method, no tiles, or tiles with differing bands.
+        DatasetError: if a tile cannot be read.
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {method!r}")
+    if not tiles:
+        raise ValueError("no tiles to compute normalisation statistics from")
+    channels = {t.channels for t in tiles}
+    if len(channels) != 1:
+        raise ValueError(f"tiles have differing band counts {sorted(channels)}")
+    c = channels.pop()
+    if method == "none":
+        return Normalization("none", (0.0,) * c, (1.0,) * c)
+    per_tile = max(1, math.ceil(sample_pixels / len(tiles)))
+    rng = _rng(seed, _NORM_KEY)
+    samples = []
+    for tile in tiles:
+        pixels = read_image(tile).reshape(-1, c)
+        take = min(per_tile, pixels.shape[0])
+        index = rng.choice(pixels.shape[0], size=take, replace=False)
+        samples.append(pixels[index].astype(np.float64))
+    sample = np.concatenate(samples)
+    if method == "percentile":
+        low, high = np.percentile(sample, [2.0, 98.0], axis=0)
+        offset, scale = low, high - low
+    else:
+        offset, scale = sample.mean(axis=0), sample.std(axis=0)
+    scale = np.where(scale > SCALE_EPS, scale, 1.0)
+    return Normalization(method, tuple(float(v) for v in offset), tuple(float(v) for v in scale))
+
+
+# --------------------------------------------------------------------------- numpy side
+
+
+def steps_per_pass(n_train_tiles: int, *, batch_size: int) -> int:
+    """Batches in "one pass over the training tiles" (``steps_per_epoch = 0``).
+
+    One pass is one crop per training tile: ``ceil(n_train_tiles / batch_size)``
+    batches, at least 1. (A tile larger than the patch holds more than one
+    patch's worth of pixels; the pass still counts tiles, so an epoch takes the
+    same time whatever the patch size, and every tile is visited once.)
+
+    Raises:
+        ValueError: if ``batch_size < 1``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    return max(1, math.ceil(max(0, n_train_tiles) / batch_size))
+
+
+def crops_per_read(n_tiles: int, crops_per_epoch: int, *,
+                   max_crops: int = MAX_CROPS_PER_READ) -> float:
+    """Mean crops cut from one tile read in an epoch of ``crops_per_epoch`` patches.
+
+    Every tile is read at least once per epoch while the epoch needs that many
+    crops; beyond that, each read gives up to ``max_crops`` crops.
+    """
+    return crops_per_epoch / _reads_per_epoch(n_tiles, crops_per_epoch, max_crops)
+
+
+def _reads_per_epoch(n_tiles: int, crops: int, max_crops: int) -> int:
+    return min(crops, max(n_tiles, math.ceil(crops / max_crops)))
+
+
+def _epoch_plan(n_tiles: int, crops: int, max_crops: int, seed: int, epoch: int) -> np.ndarray:
+    """The reads of one epoch as rows (epoch, tile index, read index, crops), int64.
+
+    Tiles are visited in an order shuffled by (seed, epoch), reshuffled for
+    each further pass; the crop counts add up to exactly ``crops``.
+    """
+    reads = _reads_per_epoch(n_tiles, crops, max_crops)
+    rng = _rng(seed, _PLAN_KEY, epoch)
+    passes = math.ceil(reads / n_tiles)
+    order = np.concatenate([rng.permutation(n_tiles) for _ in range(passes)])[:reads]
+    counts = np.full(reads, crops // reads, dtype=np.int64)
+    counts[: crops % reads] += 1
+    plan = np.empty((reads, 4), dtype=np.int64)
+    plan[:, 0] = epoch
+    plan[:, 1] = order
+    plan[:, 2] = np.arange(reads)
+    plan[:, 3] = counts
+    return plan
+
+
+def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Zero-pad (H, W, X) at the bottom and right to at least height x width."""
+    pad_h, pad_w = max(0, height - array.shape[0]), max(0, width - array.shape[1])
+    if pad_h or pad_w:
+        array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)))
+    return array
+
+
+def _transform(array: np.ndarray, code: int) -> np.ndarray:
+    """Apply dihedral transform ``code`` in 0..7 (rotate code % 4 quarter turns, then flip)."""
+    out = np.rot90(array, k=code % 4, axes=(0, 1))
+    if code >= 4:
+        out = out[:, ::-1]
+    return out
+
+
+def _augment_code(rng: np.random.Generator, augment: str) -> int:
+    if augment == "dihedral":
+        return int(rng.integers(8))
+    if augment == "flips":
+        # identity, horizontal flip, vertical flip (rot180 + flip), both (rot180)
+        return (0, 4, 6, 2)[int(rng.integers(4))]
+    return 0
+
+
+class _CropReader:
+    """Reads one tile and cuts its crops; called from tf.data's threads (one file per read)."""
+
+    def __init__(self, tiles: Sequence[TileInfo], *, kind: MaskKind, num_outputs: int,
+                 normalization: Normalization, patch_size: int, augment: str, seed: int) -> None:
+        self.tiles = tuple(tiles)
+        self.kind = kind
+        self.num_outputs = num_outputs
+        self.normalization = normalization
+        self.patch = patch_size
+        self.augment = augment
+        self.seed = seed
+
+    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        tile = self.tiles[index]
+        return read_image(tile), read_mask(tile, kind=self.kind, num_outputs=self.num_outputs)
+
+    def _finish(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise a raw crop and pad both to the patch size (image and mask with 0)."""
+        p = self.patch
+        return _pad_to(self.normalization.apply(image), p, p), _pad_to(mask, p, p)
+
+    def random_crops(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crops for one plan row (epoch, tile, read, count): seeded by (seed, epoch, read)."""
+        epoch, index, read, count = (int(v) for v in row)
+        image, mask = self._read(index)
+        rng = _rng(self.seed, _CROP_KEY, epoch, read)
+        h, w = image.shape[:2]
+        p = self.patch
+        xs = np.empty((count, p, p, image.shape[2]), dtype=np.float32)
+        ys = np.empty((count, p, p, mask.shape[2]), dtype=np.float32)
+        for i in range(count):
+            y = int(rng.integers(0, max(0, h - p) + 1))
+            x = int(rng.integers(0, max(0, w - p) + 1))
+            code = _augment_code(rng, self.augment)
+            crop_x, crop_y = self._finish(image[y:y + p, x:x + p], mask[y:y + p, x:x + p])
+            xs[i] = _transform(crop_x, code)
+            ys[i] = _transform(crop_y, code)
+        return xs, ys
+
+    def grid_crops(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All grid windows of one tile, in row-major order."""
+        image, mask = self._read(int(index))
+        windows = _grid(image.shape[0], image.shape[1], self.patch)
+        p = self.patch
+        xs = np.empty((len(windows), p, p, image.shape[2]), dtype=np.float32)
+        ys = np.empty((len(windows), p, p, mask.shape[2]), dtype=np.float32)
+        for i, (y, x) in enumerate(windows):
+            xs[i], ys[i] = self._finish(image[y:y + p, x:x + p], mask[y:y + p, x:x + p])
+        return xs, ys
+
+
+def _starts(length: int, patch: int) -> list[int]:
+    """Window starts covering [0, length): evenly spaced, last window flush with the end."""
+    if length <= patch:
+        return [0]
+    count = math.ceil(length / patch)
+    return [int(round(v)) for v in np.linspace(0, length - patch, count)]
+
+
+def _grid(height: int, width: int, patch: int) -> list[tuple[int, int]]:
+    return [(y, x) for y in _starts(height, patch) for x in _starts(width, patch)]
+
+
+def _check_common(tiles: Sequence[TileInfo], normalization: Normalization, patch_size: int,
+                  batch_size: int, num_outputs: int) -> None:
+    if not tiles:
+        raise ValueError("no tiles given")
+    if patch_size < 1:
+        raise ValueError(f"patch_size must be >= 1, not {patch_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if num_outputs < 1:
+        raise ValueError(f"num_outputs must be >= 1, not {num_outputs}")
+    bands = {t.channels for t in tiles}
+    if bands != {normalization.channels}:
+        raise ValueError(f"tiles have {sorted(bands)} bands but the normalization is for "
+                         f"{normalization.channels}")
+
+
+# --------------------------------------------------------------------------- tf.data
+
+
+def make_train_dataset(tiles: Sequence[TileInfo], *, kind: MaskKind, num_outputs: int,
+                       normalization: Normalization, patch_size: int, batch_size: int,
+                       augment: str, seed: int, steps_per_epoch: int, first_epoch: int = 0,
+                       max_crops_per_read: int = MAX_CROPS_PER_READ) -> tf.data.Dataset:
+    """The infinite training stream of (x, y) batches, deterministic per epoch.
+
+    Epoch ``e`` (0-based) is ``steps_per_epoch`` batches (0 means
+    :func:`steps_per_pass`); its tile order, crop positions and augmentations
+    depend only on ``(seed, e)``, so the stream started at ``first_epoch=e``
+    yields exactly the batches the stream from 0 yields from epoch ``e`` on.
+    Each epoch reads every tile at least once (while it needs that many
+    crops), cutting up to ``max_crops_per_read`` random ``patch_size`` crops
+    per read; tiles smaller than the patch are zero-padded (mask padded with
+    background 0). Augmentation ("none", "flips", "dihedral") transforms image
+    and mask alike. Reads run in parallel (AUTOTUNE, order kept), followed by
+    a prefetch.
+
+    Returns:
+        A ``tf.data.Dataset`` of ``x`` float32 (B, P, P, C) normalised and
+        ``y`` float32 (B, P, P, num_outputs) of 0/1.
+
+    Raises:
+        ValueError: for an invalid option or tiles/normalisation band mismatch.
+    """
+    import tensorflow as tf
+
+    _check_common(tiles, normalization, patch_size, batch_size, num_outputs)
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, not {augment!r}")
+    if steps_per_epoch < 0:
+        raise ValueError(f"steps_per_epoch must be >= 0, not {steps_per_epoch}")
+    if first_epoch < 0:
+        raise ValueError(f"first_epoch must be >= 0, not {first_epoch}")
+    if max_crops_per_read < 1:
+        raise ValueError(f"max_crops_per_read must be >= 1, not {max_crops_per_read}")
+    steps = steps_per_epoch or steps_per_pass(len(tiles), batch_size=batch_size)
+    crops = steps * batch_size
+    reader = _CropReader(tiles, kind=kind, num_outputs=num_outputs, normalization=normalization,
+                         patch_size=patch_size, augment=augment, seed=seed)
+    channels, n_tiles = normalization.channels, len(tiles)
+
+    def plan(epoch: np.ndarray) -> np.ndarray:
+        return _epoch_plan(n_tiles, crops, max_crops_per_read, seed, int(epoch))
+
+    def epoch_reads(epoch: tf.Tensor) -> tf.data.Dataset:
+        rows = tf.numpy_function(plan, [epoch], tf.int64, stateful=False)
+        rows.set_shape([None, 4])
+        return tf.data.Dataset.from_tensor_slices(rows)
+
+    def load(row: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(reader.random_crops, [row], [tf.float32, tf.float32],
+                                 stateful=False)
+        x.set_shape([None, patch_size, patch_size, channels])
+        y.set_shape([None, patch_size, patch_size, num_outputs])
+        return x, y
+
+    dataset = (
+        tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+        .flat_map(epoch_reads)
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .unbatch()
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.with_options(options)
+
+
+def make_val_dataset(tiles: Sequence[TileInfo], *, kind: MaskKind, num_outputs: int,
+                     normalization: Normalization, patch_size: int, batch_size: int,
+                     seed: int) -> tf.data.Dataset:
+    """The fixed validation set: a grid of ``patch_size`` windows covering every tile.
+
+    Along each side, ``ceil(length / patch_size)`` windows are spaced evenly
+    with the last flush with the edge (so they cover the tile, overlapping
+    slightly where the size is not a multiple of the patch); a side shorter
+    than the patch gets one zero-padded window. No augmentation. The set is
+    the same on every call; ``seed`` is accepted for symmetry with
+    :func:`make_train_dataset` and does not change it.
+
+    Returns:
+        A finite ``tf.data.Dataset`` of (x, y) batches as in
+        :func:`make_train_dataset` (the last batch may be smaller), with a
+        known cardinality.
+
+    Raises:
+        ValueError: for an invalid option or tiles/normalisation band mismatch.
+    """
+    import tensorflow as tf
+
+    del seed  # the grid is fixed: nothing random to seed
+    _check_common(tiles, normalization, patch_size, batch_size, num_outputs)
+    reader = _CropReader(tiles, kind=kind, num_outputs=num_outputs, normalization=normalization,
+                         patch_size=patch_size, augment="none", seed=0)
+    windows = sum(len(_grid(t.height, t.width, patch_size)) for t in tiles)
+    channels = normalization.channels
+
+    def load(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(reader.grid_crops, [index], [tf.float32, tf.float32],
+                                 stateful=False)
+        x.set_shape([None, patch_size, patch_size, channels])
+        y.set_shape([None, patch_size, patch_size, num_outputs])
+        return x, y
+
+    dataset = (
+        tf.data.Dataset.range(len(tiles))
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .unbatch()
+        .batch(batch_size)
+        .apply(tf.data.experimental.assert_cardinality(math.ceil(windows / batch_size)))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    return dataset
+
+
+def load_tile(tile: TileInfo, *, normalization: Normalization, kind: MaskKind,
+              num_outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read one whole tile for probing or prediction.
+
+    Returns:
+        (image, mask): the normalised float32 (H, W, C) image and the float32
+        (H, W, num_outputs) mask, both at the tile's full size.
+
+    Raises:
+        DatasetError: if the tile cannot be read.
+        ValueError: if the tile's bands differ from the normalisation's.
+    """
+    image = normalization.apply(read_image(tile))
+    return image, read_mask(tile, kind=kind, num_outputs=num_outputs)
