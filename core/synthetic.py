@@ -32,8 +32,9 @@ COMPRESSIONS = ("none", "deflate", "lzw", "zstd", "mixed")
 #: Image sample types the generator can write.
 DTYPES = ("uint8", "uint16", "int16", "float32")
 
-# Reflectance-like value range of the uint16 scenes (before noise and haze).
-_LOW, _HIGH = 300.0, 3600.0
+# Reflectance-like range of the class signatures, and the range the sensor clips to.
+_LOW, _HIGH = 600.0, 3400.0
+_SENSOR_MIN, _SENSOR_MAX = 200.0, 4000.0
 _PIXEL_SIZE = 10.0  # metres, as a 10 m satellite band
 
 
@@ -149,7 +150,7 @@ def _signatures(rng: np.random.Generator, classes: int, channels: int) -> np.nda
         step = rng.uniform(350, 1100, channels) * rng.choice([-1.0, 1.0], channels)
         sig[k] = np.clip(sig[0] + step, _LOW, _HIGH)
         too_close = np.abs(sig[k] - sig[0]) < 300
-        sig[k][too_close] = sig[0][too_close] + np.where(sig[0][too_close] < 2000, 600, -600)
+        sig[k][too_close] = sig[0][too_close] + np.where(sig[0][too_close] < 2000.0, 600.0, -600.0)
     return sig
 
 
@@ -274,4 +275,5 @@ def _scene(rng: np.random.Generator, *, size: int, labels: int, signature: np.nd
     image *= 1.0 + 0.12 * texture[..., None]
     image += (250.0 * haze)[..., None]
     image += rng.standard_normal((size, size, channels), dtype=np.float32) * 60.0
+    np.clip(image, _SENSOR_MIN, _SENSOR_MAX, out=image)
     return image, mask
