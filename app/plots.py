@@ -1,0 +1,372 @@
+"""Live plots: the loss (``lossPlot``) and the monitor's signals (``signalPlot``).
+
+Both read a :class:`~app.runstate.RunState` from the window's throttled timer
+(at most 20 Hz), never once per event. Long curves stay smooth with
+pyqtgraph's peak downsampling and clip-to-view.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QFont
+
+from app.runstate import RunState
+
+__all__ = ["LossPlot", "SignalPlot", "ema", "export_plot", "SATURATION_RED"]
+
+SATURATION_RED = (214, 39, 40)
+WARNING_ORANGE = (255, 127, 14)
+ROLLBACK_PURPLE = (148, 103, 189)
+TRAIN_BLUE = (31, 119, 180)
+VAL_ORANGE = (230, 110, 20)
+OVERLAY_COLORS = [(44, 160, 44), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+
+def ema(values: np.ndarray, weight: float = 0.9) -> np.ndarray:
+    """TensorBoard-style debiased exponential moving average; NaNs are skipped."""
+    out = np.empty(len(values))
+    last, num = 0.0, 0
+    for i, v in enumerate(values):
+        if math.isfinite(v):
+            last = last * weight + (1 - weight) * v
+            num += 1
+        out[i] = last / (1 - weight**num) if num else math.nan
+    return out
+
+
+class _IncrementalEma:
+    """The EMA of a growing column, computed only for the new points."""
+
+    def __init__(self, weight: float = 0.9) -> None:
+        self.weight = weight
+        self.reset()
+
+    def reset(self) -> None:
+        self._last, self._num, self._out = 0.0, 0, np.empty(0)
+
+    def update(self, values: np.ndarray) -> np.ndarray:
+        n0 = len(self._out)
+        if len(values) < n0:
+            self.reset()
+            n0 = 0
+        new = np.empty(len(values) - n0)
+        w = self.weight
+        for i, v in enumerate(values[n0:]):
+            if math.isfinite(v):
+                self._last = self._last * w + (1 - w) * v
+                self._num += 1
+            new[i] = self._last / (1 - w**self._num) if self._num else math.nan
+        self._out = np.concatenate([self._out, new])
+        return self._out
+
+
+def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
+def _style_plot(item: pg.PlotItem, *, left: str, bottom: str | None = "step") -> None:
+    item.showGrid(x=True, y=True, alpha=0.15)
+    item.setDownsampling(auto=True, mode="peak")
+    item.setClipToView(True)
+    item.setLabel("left", left)
+    if bottom:
+        item.setLabel("bottom", bottom)
+    item.getViewBox().setMouseMode(pg.ViewBox.RectMode)
+
+
+class LossPlot(pg.PlotWidget):
+    """Per-batch loss (faint) with a smoothed line, per-epoch train/val loss and markers."""
+
+    markerClicked = Signal(float)  # a step: the inspector jumps to before/after it
+
+    def __init__(self, state: RunState, parent=None) -> None:
+        super().__init__(parent=parent, background="w")
+        self.setObjectName("lossPlot")
+        self.setAccessibleName("Loss plot")
+        self.state = state
+        item = self.getPlotItem()
+        _style_plot(item, left="loss")
+        item.setTitle("Loss", size="11pt")
+        self.legend = item.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        self.batch_curve = item.plot(
+            name="batch loss", pen=pg.mkPen((*TRAIN_BLUE, 60), width=1), skipFiniteCheck=False
+        )
+        self.smooth_curve = item.plot(name="smoothed", pen=pg.mkPen(TRAIN_BLUE, width=2))
+        self.train_curve = item.plot(
+            name="train loss / epoch", pen=pg.mkPen((20, 60, 120), width=2, style=pg.QtCore.Qt.PenStyle.DashLine),
+            symbol="o", symbolSize=6, symbolBrush=(20, 60, 120), symbolPen=None,
+        )
+        self.val_curve = item.plot(
+            name="val loss / epoch", pen=pg.mkPen(VAL_ORANGE, width=2),
+            symbol="s", symbolSize=6, symbolBrush=VAL_ORANGE, symbolPen=None,
+        )
+        self.warning_marks = pg.ScatterPlotItem(
+            symbol="t1", size=11, brush=pg.mkBrush(WARNING_ORANGE), pen=pg.mkPen("k", width=0.5),
+            hoverable=True, tip=lambda x, y, data: f"warning at step {int(x)}: {data}",
+        )
+        self.warning_marks.sigClicked.connect(self._scatter_clicked)
+        item.addItem(self.warning_marks)
+        self._smoother = _IncrementalEma(0.9)
+        self._epoch_lines: list[pg.InfiniteLine] = []
+        self._markers: list[pg.GraphicsObject] = []
+        self._overlays: list[pg.PlotDataItem] = []
+        self._version = -1
+        self._log = False
+        self._marked_events = 0
+        self.saturation_line: pg.InfiniteLine | None = None
+        self.saturation_band: pg.LinearRegionItem | None = None
+        state.reset.connect(self._clear)
+
+    # -- user actions ---------------------------------------------------------------
+    def set_log_scale(self, on: bool) -> None:
+        self._log = bool(on)
+        self.getPlotItem().setLogMode(x=False, y=self._log)
+        self._version = self._marked_events = -1
+        self.refresh()
+
+    def log_scale(self) -> bool:
+        return self._log
+
+    def add_overlay(self, name: str, steps: np.ndarray, loss: np.ndarray, val_x=None, val_y=None) -> None:
+        """Overlay another run's smoothed batch loss (and val loss) for comparison."""
+        color = OVERLAY_COLORS[len(self._overlays) // 2 % len(OVERLAY_COLORS)]
+        x, y = _finite(np.asarray(steps, float), ema(np.asarray(loss, float)))
+        curve = self.getPlotItem().plot(x, y, name=f"{name} (smoothed)", pen=pg.mkPen(color, width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self._overlays.append(curve)
+        if val_x is not None and len(val_x):
+            vx, vy = _finite(np.asarray(val_x, float), np.asarray(val_y, float))
+            vcurve = self.getPlotItem().plot(vx, vy, name=f"{name} val", pen=pg.mkPen(color, width=1.5, style=pg.QtCore.Qt.PenStyle.DotLine), symbol="s", symbolSize=5, symbolBrush=color, symbolPen=None)
+            self._overlays.append(vcurve)
+
+    def clear_overlays(self) -> None:
+        for curve in self._overlays:
+            self.getPlotItem().removeItem(curve)
+        self._overlays.clear()
+
+    # -- drawing ----------------------------------------------------------------------
+    def _clear(self) -> None:
+        self._smoother.reset()
+        for curve in (self.batch_curve, self.smooth_curve, self.train_curve, self.val_curve):
+            curve.setData([], [])
+        self.warning_marks.setData([])
+        for obj in self._epoch_lines + self._markers:
+            self.getPlotItem().removeItem(obj)
+        self._epoch_lines.clear()
+        self._markers.clear()
+        self.saturation_line = self.saturation_band = None
+        self._marked_events = 0
+        self._version = -1
+
+    def refresh(self) -> None:
+        st = self.state
+        if st.version == self._version:
+            return
+        self._version = st.version
+        steps, loss = st.steps.get("step"), st.steps.get("loss")
+        self.batch_curve.setData(*_finite(steps, loss))
+        self.smooth_curve.setData(*_finite(steps, self._smoother.update(loss)))
+        ep = st.history.get("epoch")
+        x = np.array([st.epoch_end_step.get(int(e), np.nan) if np.isfinite(e) else np.nan for e in ep])
+        self.train_curve.setData(*_finite(x, st.history.get("loss")))
+        self.val_curve.setData(*_finite(x, st.history.get("val_loss")))
+        self._draw_epoch_lines()
+        if len(st.events) != self._marked_events:  # markers change only with events
+            self._marked_events = len(st.events)
+            self._draw_markers()
+
+    def _draw_epoch_lines(self) -> None:
+        ends = sorted(self.state.epoch_end_step.items())
+        stride = max(1, len(ends) // 200)  # a few hundred lines at most, however long the run
+        wanted = [s + 0.5 for i, (_, s) in enumerate(ends) if i % stride == 0]
+        pen = pg.mkPen((120, 120, 120, 90), width=1, style=pg.QtCore.Qt.PenStyle.DotLine)
+        while len(self._epoch_lines) < len(wanted):
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pen)
+            line.setZValue(-10)
+            self.getPlotItem().addItem(line, ignoreBounds=True)
+            self._epoch_lines.append(line)
+        for line, pos in zip(self._epoch_lines, wanted):
+            line.setValue(pos)
+
+    def _y_at(self, step: float) -> float:
+        steps, loss = self.state.steps.get("step"), self.state.steps.get("loss")
+        if not len(steps):
+            return 0.0
+        i = int(np.clip(np.searchsorted(steps, step), 0, len(steps) - 1))
+        y = float(loss[i]) if np.isfinite(loss[i]) else float(np.nanmax(loss) if np.isfinite(loss).any() else 0)
+        return math.log10(max(y, 1e-12)) if self.log_scale() else y
+
+    def _draw_markers(self) -> None:
+        st = self.state
+        item = self.getPlotItem()
+        for obj in self._markers:
+            item.removeItem(obj)
+        self._markers.clear()
+        self.saturation_line = self.saturation_band = None
+        warn_spots = []
+        for event in st.events:
+            if event.type == "warning":
+                warn_spots.append({"pos": (event.step, self._y_at(event.step)), "data": event.message})
+            elif event.type == "saturation":
+                self._mark_saturation(event)
+            elif event.type == "rollback":
+                self._mark_rollback(event)
+        # Warnings are plotted in data coordinates; in log mode the y values are log10.
+        self.warning_marks.setData(warn_spots)
+
+    def _mark_saturation(self, event) -> None:
+        item = self.getPlotItem()
+        onset, detected = float(event.onset_step), float(event.step)
+        text = f"outputs saturated at step {event.onset_step}, epoch {event.epoch}"
+        band = pg.LinearRegionItem(
+            values=(onset, max(detected, onset + 0.5)), movable=False,
+            brush=pg.mkBrush(*SATURATION_RED, 55), pen=pg.mkPen(None),
+        )
+        band.setZValue(-5)
+        line = pg.InfiniteLine(
+            pos=onset, angle=90, movable=False, pen=pg.mkPen(SATURATION_RED, width=2.5),
+            hoverPen=pg.mkPen(SATURATION_RED, width=4), label=text,
+            labelOpts={"position": 0.92, "color": (255, 255, 255), "fill": pg.mkBrush(*SATURATION_RED, 230),
+                       "anchors": [(1, 0), (1, 0)]},
+        )
+        line.label.setFont(QFont(line.label.textItem.font().family(), 10, QFont.Weight.Bold))
+        line.setToolTip(f"{text}\n{event.diagnosis}\nClick: compare predictions before and after")
+        line.sigClicked.connect(lambda *_: self.markerClicked.emit(onset))
+        for obj in (band, line):
+            item.addItem(obj, ignoreBounds=True)
+            self._markers.append(obj)
+        self.saturation_line, self.saturation_band = line, band
+
+    def _mark_rollback(self, event) -> None:
+        item = self.getPlotItem()
+        y = self._y_at(event.step)
+        path = item.plot([event.step, event.to_step], [y, y], pen=pg.mkPen(ROLLBACK_PURPLE, width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
+        arrow = pg.ArrowItem(pos=(event.to_step, y), angle=0, headLen=14, tailLen=0, brush=ROLLBACK_PURPLE, pen=None)
+        arrow.setToolTip(f"rollback at step {event.step} to step {event.to_step}; lr now {event.new_learning_rate:g}")
+        item.addItem(arrow)
+        self._markers.extend([path, arrow])
+        path.sigClicked.connect(lambda *_: self.markerClicked.emit(float(event.step)))
+        path.curve.setClickable(True, width=8)
+
+    def _scatter_clicked(self, _item, points, *_):
+        if len(points):
+            self.markerClicked.emit(float(points[0].pos().x()))
+
+
+class SignalPlot(pg.GraphicsLayoutWidget):
+    """The monitor's per-step signals, x-linked to the loss plot."""
+
+    ROWS = (
+        ("output fractions", False, (
+            ("pos_frac", "predicted positive", TRAIN_BLUE, None),
+            ("mask_frac", "mask positive", (44, 160, 44), pg.QtCore.Qt.PenStyle.DashLine),
+            ("pinned_frac", "pinned (saturated)", SATURATION_RED, None),
+        )),
+        ("logit spread", False, (
+            ("logit_spread", "spatial spread", (148, 103, 189), None),
+            ("logit_mean", "mean logit", (140, 86, 75), pg.QtCore.Qt.PenStyle.DashLine),
+        )),
+        ("gradient", True, (
+            ("grad_norm", "gradient norm", (23, 190, 207), None),
+            ("update_ratio", "update ratio", (188, 189, 34), None),
+        )),
+    )
+
+    def __init__(self, state: RunState, parent=None) -> None:
+        super().__init__(parent=parent)
+        self.setObjectName("signalPlot")
+        self.setAccessibleName("Monitor signal plot")
+        self.setBackground("w")
+        self.state = state
+        self.plots: list[pg.PlotItem] = []
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self._sat_lines: list[pg.InfiniteLine] = []
+        self._version = -1
+        for row, (title, log, series) in enumerate(self.ROWS):
+            plot = self.addPlot(row=row, col=0)
+            _style_plot(plot, left=title, bottom="step" if row == len(self.ROWS) - 1 else None)
+            plot.getAxis("left").setWidth(62)
+            if log:
+                plot.setLogMode(x=False, y=True)
+            legend = plot.addLegend(offset=(-10, 2), labelTextSize="8pt", colCount=len(series))
+            legend.setBrush(pg.mkBrush(255, 255, 255, 200))
+            for key, label, color, style in series:
+                pen = pg.mkPen(color, width=1.5, style=style or pg.QtCore.Qt.PenStyle.SolidLine)
+                self.curves[key] = plot.plot(name=label, pen=pen)
+            plot.setMouseEnabled(x=False, y=True)  # x follows the loss plot (see link_x)
+            self.plots.append(plot)
+        self.plots[0].setYRange(0, 1)
+        state.reset.connect(self._clear)
+
+    def link_x(self, other: pg.PlotItem) -> None:
+        """Follow the loss plot's x range (zoom and pan there; these plots share the axis).
+
+        A plain one-way sync, not pyqtgraph's setXLink: with PySide6 6.12 the
+        link's slot corrupts a refcount and crashes the interpreter.
+        """
+        other.getViewBox().sigXRangeChanged.connect(self._follow_x)
+
+    def _follow_x(self, _view, x_range) -> None:
+        for plot in self.plots:
+            plot.getViewBox().setXRange(float(x_range[0]), float(x_range[1]), padding=0)
+
+    def _clear(self) -> None:
+        for curve in self.curves.values():
+            curve.setData([], [])
+        for plot, line in zip(self.plots, self._sat_lines):
+            plot.removeItem(line)
+        self._sat_lines.clear()
+        self._version = -1
+
+    def refresh(self) -> None:
+        st = self.state
+        if st.version == self._version:
+            return
+        self._version = st.version
+        steps = st.steps.get("step")
+        for (_, log, series) in self.ROWS:
+            for key, *_ in series:
+                y = st.steps.get(key)
+                if log:
+                    y = np.where(np.isfinite(y), np.maximum(y, 1e-12), np.nan)
+                self.curves[key].setData(*_finite(steps, y))
+        sat = st.saturation()
+        if sat is not None and not self._sat_lines:
+            for plot in self.plots:
+                line = pg.InfiniteLine(pos=float(sat.onset_step), angle=90, movable=False, pen=pg.mkPen(SATURATION_RED, width=1.5))
+                plot.addItem(line, ignoreBounds=True)
+                self._sat_lines.append(line)
+
+
+def export_plot(widget: pg.PlotWidget | pg.GraphicsLayoutWidget, path: str) -> None:
+    """Save a plot as PNG (2x, for crisp documents) or SVG, by the file's suffix.
+
+    SVG is drawn with Qt's own QSvgGenerator: pyqtgraph 0.14's SVGExporter
+    fails on the paths Qt 6.11 writes.
+    """
+    if path.lower().endswith(".svg"):
+        from PySide6.QtCore import QRect, QSize
+        from PySide6.QtGui import QPainter
+        from PySide6.QtSvg import QSvgGenerator
+
+        gen = QSvgGenerator()
+        gen.setFileName(path)
+        gen.setSize(QSize(widget.width(), widget.height()))
+        gen.setViewBox(QRect(0, 0, widget.width(), widget.height()))
+        gen.setTitle("Tilewatch plot")
+        painter = QPainter(gen)
+        try:
+            widget.render(painter)
+        finally:
+            painter.end()
+        return
+    import pyqtgraph.exporters as exporters
+
+    scene_item = widget.getPlotItem() if isinstance(widget, pg.PlotWidget) else widget.scene()
+    exporter = exporters.ImageExporter(scene_item)
+    exporter.parameters()["width"] = int(widget.width() * 2)
+    exporter.export(path)
