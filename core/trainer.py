@@ -191,7 +191,7 @@ class Trainer:
 def _check_same_dataset(info: Mapping[str, Any], dataset: DatasetInfo) -> None:
     names = {t.name for t in dataset.tiles}
     split = info.get("split", {})
-    missing = sorted(set(split.get("train", [])) | set(split.get("val", [])) - names)
+    missing = sorted((set(split.get("train", [])) | set(split.get("val", []))) - names)
     if missing:
         raise RunError(
             f"{dataset.root}: tiles of the run's split are missing: {', '.join(missing[:10])}"
