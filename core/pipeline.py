@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.tiles import MaskKind, TileInfo, read_image, read_mask
+from core.tiles import MaskKind, TileInfo, mask_targets, read_image, read_mask, read_mask_array
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -253,10 +253,11 @@ def _reads_per_epoch(n_tiles: int, crops: int, max_crops: int) -> int:
 
 
 def _epoch_plan(n_tiles: int, crops: int, max_crops: int, seed: int, epoch: int) -> np.ndarray:
-    """The reads of one epoch as rows (epoch, tile index, read index, crops), int64.
+    """The crops of one epoch as rows (epoch, tile index, read index, crop index in read), int64.
 
-    Tiles are visited in an order shuffled by (seed, epoch), reshuffled for
-    each further pass; the crop counts add up to exactly ``crops``.
+    Tiles are read in an order shuffled by (seed, epoch), reshuffled for each
+    further pass; the reads' crop counts add up to exactly ``crops``, and a
+    read's crops are consecutive rows.
     """
     reads = _reads_per_epoch(n_tiles, crops, max_crops)
     rng = _rng(seed, _PLAN_KEY, epoch)
@@ -264,20 +265,14 @@ def _epoch_plan(n_tiles: int, crops: int, max_crops: int, seed: int, epoch: int)
     order = np.concatenate([rng.permutation(n_tiles) for _ in range(passes)])[:reads]
     counts = np.full(reads, crops // reads, dtype=np.int64)
     counts[: crops % reads] += 1
-    plan = np.empty((reads, 4), dtype=np.int64)
+    read_of_crop = np.repeat(np.arange(reads), counts)
+    first_crop = np.repeat(np.cumsum(counts) - counts, counts)
+    plan = np.empty((crops, 4), dtype=np.int64)
     plan[:, 0] = epoch
-    plan[:, 1] = order
-    plan[:, 2] = np.arange(reads)
-    plan[:, 3] = counts
+    plan[:, 1] = order[read_of_crop]
+    plan[:, 2] = read_of_crop
+    plan[:, 3] = np.arange(crops) - first_crop
     return plan
-
-
-def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Zero-pad (H, W, X) at the bottom and right to at least height x width."""
-    pad_h, pad_w = max(0, height - array.shape[0]), max(0, width - array.shape[1])
-    if pad_h or pad_w:
-        array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)))
-    return array
 
 
 def _transform(array: np.ndarray, code: int) -> np.ndarray:
@@ -298,54 +293,103 @@ def _augment_code(rng: np.random.Generator, augment: str) -> int:
 
 
 class _CropReader:
-    """Reads one tile and cuts its crops; called from tf.data's threads (one file per read)."""
+    """Reads one tile and cuts its crops; called from tf.data's threads (one file per read).
+
+    Crops are cut from the stored arrays and transformed while still in the
+    stored dtype, then normalised straight into the output buffer.
+    """
 
     def __init__(self, tiles: Sequence[TileInfo], *, kind: MaskKind, num_outputs: int,
                  normalization: Normalization, patch_size: int, augment: str, seed: int) -> None:
         self.tiles = tuple(tiles)
         self.kind = kind
         self.num_outputs = num_outputs
-        self.normalization = normalization
+        self.offset = np.asarray(normalization.offset, dtype=np.float32)
+        self.inv_scale = np.float32(1.0) / np.asarray(normalization.scale, dtype=np.float32)
+        self.channels = normalization.channels
         self.patch = patch_size
         self.augment = augment
         self.seed = seed
 
-    def _read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        tile = self.tiles[index]
-        return read_image(tile), read_mask(tile, kind=self.kind, num_outputs=self.num_outputs)
-
-    def _finish(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalise a raw crop and pad both to the patch size (image and mask with 0)."""
+    def _buffers(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         p = self.patch
-        return _pad_to(self.normalization.apply(image), p, p), _pad_to(mask, p, p)
+        return (np.zeros((count, p, p, self.channels), dtype=np.float32),
+                np.zeros((count, p, p, self.num_outputs), dtype=np.float32))
 
-    def random_crops(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Crops for one plan row (epoch, tile, read, count): seeded by (seed, epoch, read)."""
-        epoch, index, read, count = (int(v) for v in row)
-        image, mask = self._read(index)
-        rng = _rng(self.seed, _CROP_KEY, epoch, read)
+    def _normalize_rows(self, raw: np.ndarray, out: np.ndarray) -> None:
+        """out = (raw - offset) * inv_scale for (h, w, C) arrays with contiguous rows.
+
+        Working on whole rows (w * C values) instead of broadcasting over the
+        short band axis keeps numpy's inner loop long: several times faster.
+        """
+        h, w, c = raw.shape
+        rows_out = out.reshape(h, w * c)
+        np.subtract(raw.reshape(h, w * c), np.tile(self.offset, w), out=rows_out, casting="unsafe")
+        rows_out *= np.tile(self.inv_scale, w)
+        if not np.shares_memory(rows_out, out):  # reshape had to copy: write the result back
+            out[...] = rows_out.reshape(h, w, c)
+
+    def _put(self, image: np.ndarray, mask: np.ndarray, code: int, x_out: np.ndarray,
+             y_out: np.ndarray) -> None:
+        """Write one raw crop into the patch buffers: x = T(pad(normalise(crop))), y = T(pad(mask)).
+
+        ``T`` is dihedral transform ``code``; a crop smaller than the patch (a
+        small tile) is zero-padded at the bottom and right, image and mask alike.
+        """
         h, w = image.shape[:2]
         p = self.patch
-        xs = np.empty((count, p, p, image.shape[2]), dtype=np.float32)
-        ys = np.empty((count, p, p, mask.shape[2]), dtype=np.float32)
-        for i in range(count):
-            y = int(rng.integers(0, max(0, h - p) + 1))
-            x = int(rng.integers(0, max(0, w - p) + 1))
-            code = _augment_code(rng, self.augment)
-            crop_x, crop_y = self._finish(image[y:y + p, x:x + p], mask[y:y + p, x:x + p])
-            xs[i] = _transform(crop_x, code)
-            ys[i] = _transform(crop_y, code)
+        if (h, w) == (p, p):
+            self._normalize_rows(np.ascontiguousarray(_transform(image, code)), x_out)
+        else:
+            padded = np.zeros_like(x_out)
+            self._normalize_rows(np.ascontiguousarray(image), padded[:h, :w])
+            x_out[...] = _transform(padded, code)
+            grown = np.zeros((p, p, mask.shape[2]), dtype=mask.dtype)
+            grown[:h, :w] = mask
+            mask = grown
+        y_out[...] = mask_targets(_transform(mask, code), kind=self.kind,
+                                  num_outputs=self.num_outputs)
+
+    def batch_crops(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The crops of one batch, given its plan rows (epoch, tile, read, crop index).
+
+        Crop ``i`` of a read is the ``i``-th draw from the generator seeded by
+        (seed, epoch, read), so it is the same whichever batch asks for it; a
+        read whose crops straddle two batches is read once by each.
+        """
+        xs, ys = self._buffers(len(rows))
+        p = self.patch
+        start = 0
+        while start < len(rows):
+            epoch, index, read = (int(v) for v in rows[start, :3])
+            stop = start + 1
+            while stop < len(rows) and int(rows[stop, 2]) == read:
+                stop += 1
+            tile = self.tiles[index]
+            image, mask = read_image(tile), read_mask_array(tile)
+            h, w = image.shape[:2]
+            rng = _rng(self.seed, _CROP_KEY, epoch, read)
+            wanted = {int(rows[i, 3]): i for i in range(start, stop)}
+            for crop in range(max(wanted) + 1):
+                y = int(rng.integers(0, max(0, h - p) + 1))
+                x = int(rng.integers(0, max(0, w - p) + 1))
+                code = _augment_code(rng, self.augment)
+                if crop in wanted:
+                    slot = wanted[crop]
+                    self._put(image[y:y + p, x:x + p], mask[y:y + p, x:x + p], code,
+                              xs[slot], ys[slot])
+            start = stop
         return xs, ys
 
     def grid_crops(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All grid windows of one tile, in row-major order."""
-        image, mask = self._read(int(index))
+        tile = self.tiles[int(index)]
+        image, mask = read_image(tile), read_mask_array(tile)
         windows = _grid(image.shape[0], image.shape[1], self.patch)
         p = self.patch
-        xs = np.empty((len(windows), p, p, image.shape[2]), dtype=np.float32)
-        ys = np.empty((len(windows), p, p, mask.shape[2]), dtype=np.float32)
+        xs, ys = self._buffers(len(windows))
         for i, (y, x) in enumerate(windows):
-            xs[i], ys[i] = self._finish(image[y:y + p, x:x + p], mask[y:y + p, x:x + p])
+            self._put(image[y:y + p, x:x + p], mask[y:y + p, x:x + p], 0, xs[i], ys[i])
         return xs, ys
 
 
@@ -424,24 +468,22 @@ def make_train_dataset(tiles: Sequence[TileInfo], *, kind: MaskKind, num_outputs
     def plan(epoch: np.ndarray) -> np.ndarray:
         return _epoch_plan(n_tiles, crops, max_crops_per_read, seed, int(epoch))
 
-    def epoch_reads(epoch: tf.Tensor) -> tf.data.Dataset:
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
         rows = tf.numpy_function(plan, [epoch], tf.int64, stateful=False)
-        rows.set_shape([None, 4])
-        return tf.data.Dataset.from_tensor_slices(rows)
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(rows, [steps, batch_size, 4]))
 
-    def load(row: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x, y = tf.numpy_function(reader.random_crops, [row], [tf.float32, tf.float32],
+    def load(rows: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(reader.batch_crops, [rows], [tf.float32, tf.float32],
                                  stateful=False)
-        x.set_shape([None, patch_size, patch_size, channels])
-        y.set_shape([None, patch_size, patch_size, num_outputs])
+        x.set_shape([batch_size, patch_size, patch_size, channels])
+        y.set_shape([batch_size, patch_size, patch_size, num_outputs])
         return x, y
 
+    # Each element is one whole batch, assembled in numpy: no unbatch/batch copies.
     dataset = (
         tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
-        .flat_map(epoch_reads)
+        .flat_map(epoch_batches)
         .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .unbatch()
-        .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
     options = tf.data.Options()

@@ -42,6 +42,8 @@ __all__ = [
     "scan_dataset",
     "read_image",
     "read_mask",
+    "read_mask_array",
+    "mask_targets",
     "write_geotiff",
     "SUPPORTED_DTYPES",
     "GEOTIFF_TAGS",
@@ -289,8 +291,7 @@ def _read_header(path: Path) -> _Header:
                     f"is truncated: its pixel data should end at byte {end} but the file has "
                     f"{size} bytes; copy or export the tile again")
             shape = _squeezed(tuple(int(d) for d in series.shape))
-            planar = int(getattr(page, "planarconfig", 1)) == 2 or len(series.pages) > 1
-            axis = _channel_axis(shape, planar)
+            axis = _channel_axis(shape, _is_planar(series))
             tags = {code: page.tags[code].value for code in GEOTIFF_TAGS if code in page.tags}
             return _Header(shape, axis, str(series.dtype), _compression_name(page), tags)
     except ValueError as exc:
@@ -639,11 +640,25 @@ def _decide_mask_kind(
 # --------------------------------------------------------------------------- read / write
 
 
-def _header_for(path: Path) -> _Header:
+def _is_planar(series: Any) -> bool:
+    """True when the bands are stored as separate planes (planar config or one page per band)."""
+    page = series.pages[0] if series.pages else None
+    return int(getattr(page, "planarconfig", 1)) == 2 or len(series.pages) > 1
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """Read a TIFF's pixels channels-last, (H, W) or (H, W, C), opening the file once."""
     try:
-        return _read_header(path)
-    except ValueError as exc:
-        raise DatasetError([Problem(str(path), str(exc))]) from exc
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape = _squeezed(tuple(int(d) for d in series.shape))
+            axis = _channel_axis(shape, _is_planar(series))
+            data = series.asarray().reshape(shape)
+    except Exception as exc:  # noqa: BLE001 - any failure means the file changed since the scan
+        raise DatasetError([Problem(str(path), (
+            f"cannot be read ({type(exc).__name__}: {exc}); it changed since the dataset was "
+            "scanned: check the file and scan the dataset again"))]) from exc
+    return np.moveaxis(data, 0, -1) if axis == 0 else data
 
 
 def read_image(tile: TileInfo) -> np.ndarray:
@@ -655,14 +670,58 @@ def read_image(tile: TileInfo) -> np.ndarray:
     Raises:
         DatasetError: if the file can no longer be read or its size changed.
     """
-    header = _header_for(tile.image_path)
-    data = _read_pixels(tile.image_path, header)
+    data = _read_array(tile.image_path)
     data = data.reshape(data.shape[0], data.shape[1], -1)
     if data.shape != (tile.height, tile.width, tile.channels):
         raise DatasetError([Problem(str(tile.image_path), (
             f"now has shape {data.shape}, not {(tile.height, tile.width, tile.channels)} as when "
             "the dataset was scanned; scan the dataset again"))])
     return data
+
+
+def read_mask_array(tile: TileInfo) -> np.ndarray:
+    """Read a tile's mask as stored, channels last.
+
+    Returns:
+        (H, W, K) in the file's dtype (K = 1 for 2-D masks); convert with
+        :func:`mask_targets`. Cropping before converting saves memory and time.
+
+    Raises:
+        DatasetError: if the mask cannot be read or its size differs from the image's.
+    """
+    data = _read_array(tile.mask_path)
+    h, w = data.shape[:2]
+    if (h, w) != (tile.height, tile.width):
+        raise DatasetError([Problem(str(tile.mask_path), (
+            f"is {h} x {w} pixels but its image is {tile.height} x {tile.width}; "
+            "a mask must have the same height and width as its image"))])
+    return data.reshape(h, w, -1)
+
+
+def mask_targets(mask: np.ndarray, *, kind: MaskKind, num_outputs: int) -> np.ndarray:
+    """Convert a stored mask (H, W, K) (or a crop of it) into training targets.
+
+    Returns:
+        float32 (H, W, num_outputs) of 0/1: binary -> any non-zero value is
+        foreground (so {0,255} maps to {0,1}); multiclass -> one-hot over
+        labels 0..num_outputs-1; multilabel -> non-zero is 1 per channel.
+
+    Raises:
+        ValueError: for an unknown ``kind``, labels outside 0..num_outputs-1 or
+            a channel count that differs from ``num_outputs``.
+    """
+    if kind == "binary":
+        return (mask[..., :1] != 0).astype(np.float32)
+    if kind == "multiclass":
+        labels = mask[..., 0].astype(np.intp)
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= num_outputs:
+            raise ValueError(f"mask has labels outside 0..{num_outputs - 1}")
+        return np.eye(num_outputs, dtype=np.float32)[labels]
+    if kind == "multilabel":
+        if mask.shape[-1] != num_outputs:
+            raise ValueError(f"mask has {mask.shape[-1]} label channels, expected {num_outputs}")
+        return (mask != 0).astype(np.float32)
+    raise ValueError(f"kind must be one of 'binary', 'multiclass', 'multilabel', not {kind!r}")
 
 
 def read_mask(tile: TileInfo, *, kind: MaskKind, num_outputs: int) -> np.ndarray:
@@ -674,32 +733,18 @@ def read_mask(tile: TileInfo, *, kind: MaskKind, num_outputs: int) -> np.ndarray
         over labels 0..num_outputs-1; multilabel -> channels last, non-zero is 1.
 
     Raises:
-        DatasetError: if the mask cannot be read or does not fit ``kind``.
+        DatasetError: if the mask cannot be read or does not fit ``kind``
+            (e.g. it changed since the scan).
         ValueError: for an unknown ``kind``.
     """
-    header = _header_for(tile.mask_path)
-    data = _read_pixels(tile.mask_path, header)
-    h, w = data.shape[:2]
-    if (h, w) != (tile.height, tile.width):
-        raise DatasetError([Problem(str(tile.mask_path), (
-            f"is {h} x {w} pixels but its image is {tile.height} x {tile.width}; "
-            "a mask must have the same height and width as its image"))])
-    if kind == "binary":
-        return (data.reshape(h, w, -1)[..., :1] != 0).astype(np.float32)
-    if kind == "multiclass":
-        labels = data.reshape(h, w).astype(np.int64)
-        if labels.min(initial=0) < 0 or labels.max(initial=0) >= num_outputs:
-            raise DatasetError([Problem(str(tile.mask_path), (
-                f"has labels outside 0..{num_outputs - 1}; scan the dataset again"))])
-        return np.eye(num_outputs, dtype=np.float32)[labels]
-    if kind == "multilabel":
-        data = data.reshape(h, w, -1)
-        if data.shape[2] != num_outputs:
-            raise DatasetError([Problem(str(tile.mask_path), (
-                f"has {data.shape[2]} label channels, expected {num_outputs}; "
-                "every mask must have the same labels"))])
-        return (data != 0).astype(np.float32)
-    raise ValueError(f"kind must be one of 'binary', 'multiclass', 'multilabel', not {kind!r}")
+    if kind not in ("binary", "multiclass", "multilabel"):
+        raise ValueError(f"kind must be one of 'binary', 'multiclass', 'multilabel', not {kind!r}")
+    try:
+        return mask_targets(read_mask_array(tile), kind=kind, num_outputs=num_outputs)
+    except DatasetError:
+        raise
+    except ValueError as exc:
+        raise DatasetError([Problem(str(tile.mask_path), f"{exc}; scan the dataset again")]) from exc
 
 
 def _geotag_entries(geotags: Mapping[int, Any]) -> list[tuple[int, int, int, Any, bool]]:
