@@ -392,6 +392,12 @@ def _values_text(values: set[int]) -> str:
     return "{" + text + (", ..." if len(shown) > 8 else "") + "}"
 
 
+def _undecodable(path: Path, exc: Exception) -> Problem:
+    return Problem(str(path), (
+        f"pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
+        "the file is damaged or uses an unsupported codec: export it again"))
+
+
 def _scan_pair(name: str, image_path: Path, mask_path: Path, *, pixel_stats: bool) -> _TileScan:
     """Check one image/mask pair; every problem goes into the result, nothing raises."""
     scan = _TileScan()
@@ -435,18 +441,14 @@ def _scan_pair(name: str, image_path: Path, mask_path: Path, *, pixel_stats: boo
                     scan.band_min = pixels.min(axis=(0, 1)).astype(np.float64)
                     scan.band_max = pixels.max(axis=(0, 1)).astype(np.float64)
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a problem of this file
-                scan.problems.append(Problem(str(image_path), (
-                    f"pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
-                    "the file is damaged or uses an unsupported codec: export it again")))
+                scan.problems.append(_undecodable(image_path, exc))
     if mask_header is not None:
         try:
             scan.mask = _mask_stats(mask_path, _read_pixels(mask_path, mask_header))
         except ValueError as exc:
             scan.problems.append(Problem(str(mask_path), str(exc)))
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a problem of this file
-            scan.problems.append(Problem(str(mask_path), (
-                f"pixel data cannot be decoded ({type(exc).__name__}: {exc}); "
-                "the file is damaged or uses an unsupported codec: export it again")))
+            scan.problems.append(_undecodable(mask_path, exc))
     return scan
 
 
