@@ -677,7 +677,7 @@ class _Recorder(keras.callbacks.Callback):
         self.epoch_first_step = session.start_step
         self.current_epoch = session.start_epoch
         self._times: dict[int, float] = {}
-        self._history_columns: list[str] | None = None
+        self.record_seconds: list[float] = []
 
     # controls + bulk signal reads
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
@@ -722,6 +722,7 @@ class _Recorder(keras.callbacks.Callback):
             observer.observe(rows)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        began = time.perf_counter()
         self.flush()
         logs = dict(logs or {})
         e1 = epoch + 1
@@ -737,10 +738,12 @@ class _Recorder(keras.callbacks.Callback):
             self.best_val = val
         self.probes.epoch_end(e1)
         self._checkpoint(e1, improved)
+        self.record_seconds.append(round(time.perf_counter() - began, 4))
         self.s.writer.update(
             resume_point={"epoch": e1, "step": self.s.signal_model.steps_run},
             epochs_done=e1,
             best_val_loss=self.best_val,
+            timing={"epoch_records_s": self.record_seconds[-50:]},
         )
         self.s.emit(EpochEnd(step=self.s.signal_model.steps_run, epoch=e1, metrics=row))
 
