@@ -200,16 +200,16 @@ def _pinned_sentence(f: SaturationFinding, s: Mapping[str, float], ev: _Evidence
 def _logit_sentence(s: Mapping[str, float], ev: _Evidence, *, softmax: bool) -> str:
     what = "margin between the top two logits" if softmax else "logits"
     mean, spread = _num(s.get("logit_mean")), _num(s.get("logit_spread"))
-    verb = "sits" if softmax else "sit"
+    verb, vary = ("sits", "varies") if softmax else ("sit", "vary")
     if ev.dead_units:
         before = _num(s.get("logit_spread_before"))
         was = f", down from {_n(before)}" if _ok(before) else ""
-        return (f"The {what} {verb} near {_n(mean)} and no longer vary across the image "
+        return (f"The {what} {verb} near {_n(mean)} and no longer {vary} across the image "
                 f"(spatial spread {_n(spread)}{was}): the decoder's units have died, so the "
                 "output is a constant set by the last bias, whatever the input.")
     if ev.exploded:
         return (f"The {what} {verb} near {_n(mean)} (largest {_n(_num(s.get('logit_absmax')))}) "
-                f"and still vary across the image (spatial spread {_n(spread)}): they exploded; "
+                f"and still {vary} across the image (spatial spread {_n(spread)}): they exploded; "
                 "the units are alive but pushed far past where the output can change.")
     return (f"The {what} {verb} near {_n(mean)} with spatial spread {_n(spread)}: moderate "
             "values, pinned by their sign more than by their size.")
@@ -233,8 +233,9 @@ def _gradient_sentence(f: SaturationFinding, s: Mapping[str, float], ev: _Eviden
     if ev.tiny_smooth and loss and not ev.dead_units and not softmax:
         text += (f", and a {loss} loss with smooth {cfg.train.jaccard_smooth:g} acts only through "
                  "it, so it gives it none to pass")
-        if f.kind == "all_background":
-            text += " (it now reads exactly 1.0, as in the seed)"
+        loss_after = _num(s.get("loss_after"))
+        if f.kind == "all_background" and _ok(loss_after) and loss_after >= 0.9999:
+            text += f" (the loss now reads {loss_after:.4f}, as in the seed)"
     return text + "."
 
 

@@ -155,3 +155,9 @@ def test_missing_numbers_come_from_rows() -> None:
     assert d.text.startswith("At step 39 (epoch 2) the update/weight ratio jumped from 0.001 to 0.2")
     assert "fell from 2 to 0" in d.text
     assert isinstance(d.remedies[0], Remedy)
+
+
+def test_loss_lock_is_said_only_when_measured() -> None:
+    cfg = load_config(preset_path("seed"))
+    assert "(the loss now reads 1.0000, as in the seed)" in diagnose(finding(), cfg=cfg).text
+    assert "loss now reads" not in diagnose(finding(loss_after=0.8), cfg=cfg).text
