@@ -324,6 +324,9 @@ class CollapseDetector:
             if pinned >= self.pin_frac and dominant >= self.pin_frac:
                 if not math.isfinite(error):
                     return _NEUTRAL, "constant_class", label
+                recall = _num(row, "recall")
+                if label == 0 and math.isfinite(recall) and recall > self.max_recall:
+                    return _HEALTHY, None, -1  # background nearly everywhere, but it finds the objects
                 if error >= self.min_mask_frac:
                     return _EVIDENCE, "constant_class", label
                 return _NEUTRAL, "constant_class", label

@@ -284,3 +284,10 @@ def test_bad_options_are_refused() -> None:
         CollapseDetector(activation="tanh", num_outputs=1)
     with pytest.raises(ValueError, match="confirm_steps"):
         CollapseDetector(activation="sigmoid", num_outputs=1, confirm_steps=10, confirm_steps_alive=5)
+
+
+def test_softmax_confident_background_that_finds_sparse_objects_is_silent() -> None:
+    # 99.2 % background predicted, pinned, the masks hold 0.8 % foreground and it finds most of it
+    rows = [row(s, pinned_frac=0.995, dominant_frac=0.992, dominant_class=0, mask_frac=0.008,
+                error_frac=0.006, recall=0.6, grad_norm=0.01) for s in range(60)]
+    assert saturations(detect(rows, activation="softmax", num_outputs=3)) == []
