@@ -331,6 +331,9 @@ class MainWindow(QMainWindow):
         self.run_dir_label.setText(str(run_dir))
         self.run_title.setText(f"<b>{run_dir.name}</b> — starting (TensorFlow is loading)…")
         self._show_status("Starting…")
+        self.progress.setRange(0, 0)  # busy until the first step
+        self.progress.setFormat("starting…")
+        self.progress_label.setText(" ")
         log.info("starting run %s on %s", run_dir, data_dir)
         self.controller.start(
             cfg,
