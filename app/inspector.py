@@ -76,7 +76,7 @@ class _Row(pg.GraphicsLayoutWidget):
         self.hist.setMouseEnabled(False, False)
         self.hist.hideButtons()
         self.hist.setLabel("bottom", "p")
-        self.hist.setLabel("left", "share of pixels")
+        self.hist.getAxis("left").setWidth(34)
         self.hist.setXRange(0, 1, padding=0.02)
         self.hist_curve = self.hist.plot(stepMode="center", fillLevel=0, brush=(31, 119, 180, 160), pen=pg.mkPen((31, 119, 180)))
         self.ci.layout.setColumnStretchFactor(len(PANELS), 2)

@@ -129,7 +129,7 @@ class MainWindow(QMainWindow):
         centre = QSplitter(Qt.Orientation.Vertical)
         centre.addWidget(top)
         centre.addWidget(self.signal_plot)
-        centre.setSizes([520, 420])
+        centre.setSizes([480, 360])
         self.setCentralWidget(centre)
 
         # -- left: data, config, device, controls ----------------------------------------------
@@ -158,7 +158,7 @@ class MainWindow(QMainWindow):
         self.events_dock.setMinimumWidth(380)
         self.inspector = Inspector(self.state)
         self.inspector_dock = self._dock("Predictions", self.inspector, Qt.DockWidgetArea.BottomDockWidgetArea, "inspectorDock")
-        self.resizeDocks([self.inspector_dock], [330], Qt.Orientation.Vertical)
+        self.resizeDocks([self.inspector_dock], [400], Qt.Orientation.Vertical)
         self.resizeDocks([self.left_dock, self.events_dock], [450, 400], Qt.Orientation.Horizontal)
 
         self._build_menus()
