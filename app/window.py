@@ -388,6 +388,9 @@ class MainWindow(QMainWindow):
         status = str(getattr(result, "status", None) or ("failed" if self.last_error or result is None else "completed"))
         self.last_status = status
         self.state.status = status
+        self.progress.setRange(0, max(1, self.progress.maximum()))
+        if status == "failed":
+            self.progress.setFormat("failed")
         self.state.rescan_snapshots()
         self.state.version += 1
         self.refresh()
