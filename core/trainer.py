@@ -433,16 +433,6 @@ class _Session:
                     message="Mixed precision needs a GPU with compute capability 7.0+; training in float32.",
                 )
             )
-        if cfg.train.patience > 0 and val_ds is None:
-            self.emit(
-                WarningEvent(
-                    step=self.start_step,
-                    epoch=self.start_epoch + 1,
-                    kind="no_validation",
-                    signals={},
-                    message="No validation tiles (data.val_fraction = 0): early stopping is off.",
-                )
-            )
         if not self.t._resuming:
             for w in preflight(cfg, band_ranges=ds.band_ranges, device=device):
                 self.emit(
@@ -579,12 +569,13 @@ class _Probes:
 
         self.session = session
         n = session.cfg.monitor.probe_tiles
+        ds = session.dataset
         chosen: list[TileInfo] = []
         if n > 0 and candidates:
             size = (candidates[0].height, candidates[0].width)
-            chosen = [t for t in candidates if (t.height, t.width) == size][:n]
+            same = [t for t in candidates if (t.height, t.width) == size]
+            chosen = _informative_first(same[: max(4 * n, 16)], kind=ds.mask_kind, num_outputs=ds.num_outputs)[:n]
         self.tiles = chosen
-        ds = session.dataset
         self.images = None
         self.masks = None
         if chosen:
@@ -648,6 +639,22 @@ class _Probes:
         with self._writer.as_default():
             tf.summary.image("probe/prediction", _as_image(probs), step=epoch, max_outputs=len(self.tiles))
             self._writer.flush()
+
+
+def _informative_first(tiles: Sequence[TileInfo], *, kind: str, num_outputs: int) -> list[TileInfo]:
+    """Order probe candidates so tiles whose masks hold both classes come first.
+
+    A probe tile with an empty (or full) mask cannot show a collapse to that
+    class, so it is the last choice. The order is otherwise kept (stable).
+    """
+    from core.tiles import read_mask
+
+    def score(tile: TileInfo) -> int:
+        mask = read_mask(tile, kind=kind, num_outputs=num_outputs)
+        foreground = 1.0 - mask[..., 0].mean() if kind == "multiclass" else mask.mean()
+        return 0 if 0.005 <= foreground <= 0.995 else 1
+
+    return sorted(tiles, key=score)
 
 
 def _as_image(array: np.ndarray) -> np.ndarray:
