@@ -86,3 +86,12 @@ def test_bad_files_name_the_file(tmp_path):
 def test_every_key_is_documented():
     for dotted, _default, help_text, _choices in describe_keys():
         assert help_text, f"{dotted} has no help text"
+
+
+def test_every_key_is_in_the_configuration_reference():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text()
+    for dotted, *_ in describe_keys():
+        section, key = dotted.split(".")
+        assert f"## [{section}]" in doc and f"| `{key}` |" in doc, f"{dotted} missing from docs/CONFIG.md"
