@@ -147,7 +147,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides=overrides)
         run_dir = args.run_dir or _default_run_dir()
         trainer = Trainer(cfg, data_dir=args.data, run_dir=run_dir)
-    progress = _Progress(sys.stdout, epochs=cfg.train.epochs, quiet=args.quiet)
+    progress = _Progress(sys.stdout, epochs=cfg.train.epochs, quiet=args.quiet, trainer=trainer)
     trainer.listener = progress
     previous = signal.getsignal(signal.SIGINT)
 
@@ -185,14 +185,15 @@ def _default_run_dir() -> Path:
 class _Progress:
     """Listener that draws a progress bar on a terminal and plain lines otherwise."""
 
-    def __init__(self, stream: TextIO, *, epochs: int, quiet: bool) -> None:
+    def __init__(self, stream: TextIO, *, epochs: int, quiet: bool, trainer: Any) -> None:
         self.stream = stream
         self.epochs = epochs
         self.quiet = quiet
+        self.trainer = trainer
         self.tty = stream.isatty()
-        self.steps_per_epoch: int | None = None
         self.epoch_start = time.monotonic()
-        self.started = time.monotonic()
+        self.step_seconds = math.nan
+        self._mark: tuple[float, int] | None = None
         self.loss = math.nan
         self.val_loss = math.nan
         self._drawn = False
@@ -204,14 +205,16 @@ class _Progress:
                 loss = row.get("loss", math.nan)
                 self.loss = loss if math.isnan(self.loss) else 0.9 * self.loss + 0.1 * loss
             last = event.rows[-1]
-            if self.steps_per_epoch is None or last["batch"] + 1 > self.steps_per_epoch:
-                self.steps_per_epoch = max(self.steps_per_epoch or 0, int(last["batch"]) + 1)
+            now, batch = time.monotonic(), int(last["batch"])
+            if self._mark is None or batch <= self._mark[1]:
+                self._mark = (now, batch)  # first report of an epoch: tracing is behind us
+            elif now > self._mark[0]:
+                self.step_seconds = (now - self._mark[0]) / (batch - self._mark[1])
             if self.tty and not self.quiet:
                 self._draw(int(last["epoch"]), int(last["batch"]) + 1)
         elif kind == "epoch_end":
             m = event.metrics
             self.val_loss = m.get("val_loss", math.nan)
-            self.steps_per_epoch = None if event.epoch == 1 else self.steps_per_epoch
             took = time.monotonic() - self.epoch_start
             self.epoch_start = time.monotonic()
             extras = " - ".join(f"{k}: {v:.4f}" for k, v in m.items() if k not in ("epoch",) and isinstance(v, float))
@@ -234,14 +237,14 @@ class _Progress:
             self._line(f"error: {event.message}")
 
     def _draw(self, epoch: int, batch: int) -> None:
-        total = self.steps_per_epoch or batch
+        total = self.trainer.steps_per_epoch or batch
         frac = min(1.0, batch / max(total, 1))
         width = 24
         bar = "=" * int(frac * width) + ">" + "." * (width - int(frac * width))
-        elapsed = time.monotonic() - self.epoch_start
-        eta = elapsed / max(batch, 1) * max(total - batch, 0)
+        remaining = max(total - batch, 0) + total * max(self.epochs - epoch, 0)
+        eta = _duration(self.step_seconds * remaining) if math.isfinite(self.step_seconds) else "?"
         val = f" - val_loss: {self.val_loss:.4f}" if not math.isnan(self.val_loss) else ""
-        text = f"\rEpoch {epoch}/{self.epochs} [{bar[:width]}] {batch}/{total} - ETA {eta:4.0f}s - loss: {self.loss:.4f}{val}"
+        text = f"\rEpoch {epoch}/{self.epochs} [{bar[:width]}] {batch}/{total} - ETA {eta} - loss: {self.loss:.4f}{val}"
         self.stream.write(text)
         self.stream.flush()
         self._drawn = True
@@ -257,6 +260,13 @@ class _Progress:
         if self._drawn:
             self.stream.write("\n")
             self._drawn = False
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 # -- inspect / predict -------------------------------------------------------

@@ -100,6 +100,8 @@ class Trainer:
         self.user_callbacks = list(callbacks)
         self.init_checkpoint = Path(init_checkpoint) if init_checkpoint else None
         self.parent = dict(parent) if parent else None
+        #: Batches per epoch, known once the run has started (``None`` before).
+        self.steps_per_epoch: int | None = None
         self._resuming = False
         self._stop = threading.Event()
         self._running = threading.Event()
@@ -335,7 +337,8 @@ class _Session:
         train_tiles = [tiles[n] for n in self.split_train]
         val_tiles = [tiles[n] for n in self.split_val]
         steps_per_epoch = cfg.train.steps_per_epoch or steps_per_pass(len(train_tiles), batch_size=cfg.train.batch_size)
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch = self.t.steps_per_epoch = steps_per_epoch
+        self.writer.update(steps_per_epoch=steps_per_epoch)
 
         strategy = tf.distribute.get_strategy()
         with strategy.scope():
