@@ -97,6 +97,9 @@ class SaturationMonitor(keras.callbacks.Callback):
     State is reset in ``on_train_begin``, so an instance can be reused.
     """
 
+    #: Warnings older than this many steps before an onset are not part of its story.
+    WARNING_HORIZON = 50
+
     def __init__(
         self,
         cfg: Config,
@@ -154,7 +157,10 @@ class SaturationMonitor(keras.callbacks.Callback):
 
     def _on_saturation(self, finding: SaturationFinding) -> None:
         self.saturations.append(finding)
-        diagnosis = diagnose(finding, cfg=self.cfg, rows=list(self._recent), warnings=list(self._warnings))
+        # Only the run-up to this collapse explains it: older warnings (before an
+        # earlier rollback, say) would point at the wrong cause.
+        recent = [w for w in self._warnings if w.step >= finding.onset_step - self.WARNING_HORIZON]
+        diagnosis = diagnose(finding, cfg=self.cfg, rows=list(self._recent), warnings=recent)
         self.hooks.snapshot_probes(finding.step)
         self.hooks.on_saturation(finding)
         self.hooks.emit(
