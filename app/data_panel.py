@@ -250,6 +250,13 @@ class DataPanel(QWidget):
         self.tile_combo.blockSignals(False)
         self.redraw()
 
+    def show_tile(self, name: str) -> bool:
+        """Preview the tile called ``name`` (a stem); False when the folder has none."""
+        i = self.tile_combo.findText(name)
+        if i >= 0:
+            self.tile_combo.setCurrentIndex(i)
+        return i >= 0
+
     def step_tile(self, delta: int) -> None:
         n = self.tile_combo.count()
         if n:

@@ -522,8 +522,13 @@ class MainWindow(QMainWindow):
         self._show_status(f"Opened {record.path}", error=status in ("failed", "collapsed"))
         try:
             data = info.get("data_dir")
-            if data and Path(data).is_dir() and self.data_panel.folder() != Path(data):
-                self.data_panel.path_edit.setText(str(data))
+            if data and Path(data).is_dir():
+                # rescan, so the Data tab and its preview show this run's tiles
+                if self.data_panel.folder() != Path(data) or self.data_panel.dataset is None:
+                    self.data_panel.set_folder(data, remember=False)
+                probe = list(self.state.probe.get("tiles") or []) or list((info.get("split") or {}).get("val") or [])
+                if probe:
+                    self.data_panel.show_tile(probe[0])
             cfg = info.get("config")
             if cfg:
                 from core.config import load_config

@@ -16,7 +16,7 @@ from core.runstore import RunWriter
 SPE = 10  # steps per epoch
 
 
-def fabricate_run(path: Path, *, collapse: bool, epochs: int = 4, size: int = 32) -> Path:
+def fabricate_run(path: Path, *, collapse: bool, epochs: int = 4, size: int = 48) -> Path:
     rng = np.random.default_rng(0)
     w = RunWriter(path)
     data = path.parent / f"{path.name}-data"

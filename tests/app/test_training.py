@@ -98,3 +98,29 @@ def test_open_finished_run_with_screenshot(collapsed_run, tmp_path):
     proc = _app("--open", str(collapsed_run), "--screenshot", str(shot))
     assert proc.returncode == 0, proc.stderr
     assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_selftest_subprocess_trains_one_step_and_exits_0(tmp_path):
+    # run from a foreign folder, as an installed launcher would, with no display set
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "DISPLAY")}
+    proc = subprocess.run([sys.executable, "-m", "app", "--selftest"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "selftest passed" in proc.stdout
+    assert "1 step(s)" in proc.stdout
+
+
+def test_selftest_names_what_failed(qapp, monkeypatch, capsys):
+    import core.synthetic
+    from app.selftest import run_selftest
+
+    def no_tiles(folder, **_):  # a dataset generator that writes no tiles: the data check must fail
+        (Path(folder) / "images").mkdir(parents=True)
+        (Path(folder) / "masks").mkdir()
+
+    monkeypatch.setattr(core.synthetic, "make_dataset", no_tiles)
+    assert run_selftest(timeout_s=30) == 1
+    out = capsys.readouterr().out
+    assert "selftest FAILED" in out
+    assert "did not pass the data check" in out

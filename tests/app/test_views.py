@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -169,3 +171,13 @@ def test_column_buffer_grows():
     assert len(buf) == 3001
     assert buf.get("step")[-1] == 3000 and np.isnan(buf.get("loss")[-1])
     assert np.isnan(buf.get("grad_norm")[0])
+
+
+def test_open_run_rescans_its_data_and_previews_a_probe_tile(window, collapsed_run):
+    assert window.data_panel.dataset is None
+    assert window.open_run(collapsed_run)
+    panel = window.data_panel
+    assert panel.dataset is not None, panel.summary.toPlainText()
+    assert panel.folder() == Path(window.state.info["data_dir"])
+    assert panel.tile_combo.count() == 2 and panel.tile_combo.currentText() == "t0"
+    assert panel._image is not None  # the preview shows the run's tile
