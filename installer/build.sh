@@ -64,16 +64,18 @@ build_s=$(( $(date +%s) - start ))
 
 if [ "$os" = windows ]; then BIN="$APPDIR/tilewatch.exe"; else BIN="$APPDIR/tilewatch"; fi
 [ -x "$BIN" ] || { echo "build.sh: $BIN was not produced" >&2; exit 1; }
-size_mb=$(du -sm "$APPDIR" | cut -f1)
+size_bytes=$(du -sb "$APPDIR" | cut -f1)  # apparent size: what unpacking it needs
+size_mb=$(( size_bytes / 1000000 ))
+size_mib=$(( size_bytes / 1048576 ))
 files=$(find "$APPDIR" -type f | wc -l)
 {
     echo "name: $NAME"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -sm), $(nproc 2>/dev/null || echo '?') cores"
     echo "build_seconds: $build_s"
-    echo "folder_mb: $size_mb"
+    echo "folder_mb: $size_mb (10^6 bytes; $size_mib MiB)"
     echo "folder_files: $files"
 } > "$SUMMARY"
-echo "== built $BIN in ${build_s} s; folder: ${size_mb} MB, ${files} files"
+echo "== built $BIN in ${build_s} s; folder: ${size_mb} MB (${size_mib} MiB), ${files} files"
 
 if [ "$selftest" = 1 ]; then
     # A private home for the self-test, so that the build never writes into the
@@ -122,7 +124,7 @@ if [ "$archive" = 1 ] && [ "$os" = linux ]; then
         tar -C build/package -czf "$tarball" "$NAME"
     fi
     rm -rf build/package
-    tar_mb=$(du -sm "$tarball" | cut -f1)
+    tar_mb=$(( $(du -sb "$tarball" | cut -f1) / 1000000 ))
     echo "archive: $tarball" >> "$SUMMARY"
     echo "archive_mb: $tar_mb" >> "$SUMMARY"
     echo "== $tarball: ${tar_mb} MB"

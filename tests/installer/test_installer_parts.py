@@ -75,6 +75,10 @@ def test_spec_is_one_folder_windowed_without_upx() -> None:
     assert not exe_args & {"a.binaries", "a.datas"}, "EXE must not embed the binaries (one-file)"
     collect_kw = _kwargs(collect)
     assert collect_kw["upx"].value is False
+    # PyInstaller's strip breaks auditwheel-patched libraries (numpy's OpenBLAS);
+    # only TensorFlow's libraries are stripped, on Linux, after COLLECT
+    assert exe_kw["strip"].value is False and collect_kw["strip"].value is False
+    assert ast.unparse(_assigned(tree, "STRIP_TENSORFLOW")) == "sys.platform.startswith('linux')"
     assert collect_kw["name"].value == "tilewatch"
     assert {ast.unparse(arg) for arg in collect.args} >= {"exe", "a.binaries", "a.datas"}
     assert "onefile" not in SPEC.read_text(encoding="utf-8").lower().replace("one-file", "")
@@ -99,6 +103,8 @@ def test_spec_bundles_resources_and_every_core_module() -> None:
     # no hand-written tensorflow / pyqtgraph hooks: the contrib ones do it
     (analysis,) = _calls(tree, "Analysis")
     assert ast.unparse(_kwargs(analysis)["hookspath"]) == "[]"
+    # AutoGraph needs core's source text in the bundle
+    assert ast.literal_eval(_kwargs(analysis)["module_collection_mode"]) == {"core": "pyz+py"}
     entry = ast.unparse(analysis.args[0])
     assert "launcher.py" in entry
     launcher = (INSTALLER / "launcher.py").read_text(encoding="utf-8")
@@ -148,7 +154,8 @@ def test_desktop_entry_has_the_required_keys() -> None:
     categories = entry["Categories"].split(";")
     assert entry["Categories"].endswith(";") and {"Science", "Education"} <= set(categories)
     assert entry["Keywords"].endswith(";")
-    assert entry["StartupWMClass"] == "Tilewatch"
+    # Qt on X11 sets WM_CLASS's class to QApplication.applicationName(): "tilewatch" (app.APP_NAME)
+    assert entry["StartupWMClass"] == "tilewatch"
 
 
 def test_desktop_entry_passes_desktop_file_validate() -> None:
