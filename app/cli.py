@@ -135,6 +135,8 @@ def _run_gui(args: argparse.Namespace, cfg: Any) -> int:
     def save_screenshot() -> None:
         if args.screenshot:
             window.refresh()
+            window.inspector.wait_rendered()
+            app.processEvents()
             window.grab().save(args.screenshot)
             log.info("screenshot saved to %s", args.screenshot)
 

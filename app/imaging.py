@@ -5,6 +5,7 @@ No Qt here, so the pixel logic is tested on small arrays with exact values.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -103,11 +104,15 @@ def difference_rgb(pred_fg: np.ndarray, mask_fg: np.ndarray) -> np.ndarray:
 
 def probability_rgb(prob: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 of a probability map through the 'viridis' colormap."""
+    idx = np.clip(np.nan_to_num(prob) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return _viridis()[idx]
+
+
+@lru_cache(maxsize=1)
+def _viridis() -> np.ndarray:
     import pyqtgraph as pg  # lazy: keeps this module importable without Qt for tests of the maths
 
-    lut = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256, alpha=False)
-    idx = np.clip(np.nan_to_num(prob) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return np.asarray(lut, np.uint8)[idx]
+    return np.asarray(pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 256, alpha=False), np.uint8)
 
 
 def read_tile_array(path: str | Path) -> np.ndarray:

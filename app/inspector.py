@@ -10,11 +10,14 @@ before/after mode puts the last healthy epoch beside the first collapsed one.
 from __future__ import annotations
 
 import logging
+import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -47,60 +50,154 @@ def _read_tile(path: str) -> np.ndarray:
     return imaging.read_tile_array(path)
 
 
-class _Row(pg.GraphicsLayoutWidget):
-    """One prediction shown five ways, plus its histogram."""
+HIST_BINS = 40
+HIST_FLOOR = 1e-5  # the log-y histogram's floor: an empty bin is drawn at this share
+
+
+def render_snapshot(probe: dict, tile: int, snap_path: str | None, bands, opacity: float) -> dict:
+    """Read and colour one probe tile's prediction: everything the row shows, as uint8 arrays.
+
+    Pure numpy + file reads, no widgets: it runs in a pool thread so the GUI
+    thread never waits on a TIFF read or a colormap. Read errors (a file being
+    written or gone) leave that part out and are reported in ``error``.
+    """
+    image = mask = prob = None
+    error = ""
+    try:
+        if tile < len(probe.get("images", [])):
+            image = _read_tile(str(probe["images"][tile]))
+        if tile < len(probe.get("masks", [])):
+            mask = _read_tile(str(probe["masks"][tile]))
+        if snap_path is not None:
+            path = Path(snap_path)
+            if path.exists():
+                pred = _read_prediction(str(path), path.stat().st_mtime)
+                if tile < len(pred):
+                    prob = imaging.probability_map(pred[tile])
+    except (OSError, ValueError) as exc:
+        error = f"cannot read {snap_path or 'the probe tile'}: {exc}"
+    rgb = imaging.composite(image, bands) if image is not None else None
+    mask_fg = imaging.foreground(mask) if mask is not None else None
+    mask_rgb = (np.repeat(mask_fg[..., None], 3, axis=-1) * 255).astype(np.uint8) if mask_fg is not None else None
+    prob_rgb = imaging.probability_rgb(prob) if prob is not None else None
+    overlay = diff = hist = None
+    if prob is not None:
+        pred_fg = prob >= 0.5
+        base = rgb if rgb is not None else np.zeros(prob.shape + (3,), np.uint8)
+        overlay = imaging.mask_overlay(base, pred_fg, opacity, color=(255, 215, 0))
+        if mask_fg is not None and mask_fg.shape == pred_fg.shape:
+            diff = imaging.difference_rgb(pred_fg, mask_fg)
+        counts, edges = np.histogram(np.nan_to_num(prob), bins=HIST_BINS, range=(0.0, 1.0))
+        hist = (edges, counts / max(1, counts.sum()))
+    return {"arrays": (rgb, mask_rgb, prob_rgb, overlay, diff), "hist": hist,
+            "cache": (image, mask, prob), "error": error}
+
+
+class _Signals(QObject):
+    done = Signal(object, int, object)  # row, token, result
+
+
+class _RenderJob(QRunnable):
+    def __init__(self, signals: _Signals, row: "_Row", token: int, args: tuple) -> None:
+        super().__init__()
+        self.signals, self.row, self.token, self.args = signals, row, token, args
+
+    def run(self) -> None:
+        try:
+            result = render_snapshot(*self.args)
+        except Exception as exc:  # noqa: BLE001 - shown in the hover line, never raised in a pool thread
+            log.exception("inspector: rendering failed")
+            result = {"arrays": (None,) * 5, "hist": None, "cache": None, "error": f"cannot show it: {exc}"}
+        try:
+            self.signals.done.emit(self.row, self.token, result)
+        except RuntimeError:  # the inspector is gone (window closed)
+            pass
+
+
+class _Row(QWidget):
+    """One prediction shown five ways, plus a log-y histogram of its probabilities."""
 
     def __init__(self, role: str) -> None:
         super().__init__()
-        self.setBackground("w")
-        self.ci.setSpacing(2)
-        self.ci.setContentsMargins(2, 2, 2, 2)
         self.role = role
+        self.title = QLabel(objectName=f"{role}RowTitle")
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground("w")
+        self.graphics.ci.setSpacing(4)
+        self.graphics.ci.setContentsMargins(2, 0, 2, 2)
         self.views: list[pg.PlotItem] = []
         self.images: list[pg.ImageItem] = []
         for col, name in enumerate(PANELS):
-            plot = self.addPlot(row=0, col=col, title=name)
-            plot.titleLabel.setMaximumHeight(22)
+            plot = self.graphics.addPlot(row=0, col=col)
+            plot.setTitle(name, size="9pt")
+            plot.titleLabel.setMaximumHeight(18)
             plot.hideAxis("left")
             plot.hideAxis("bottom")
             plot.setMenuEnabled(False)
             plot.hideButtons()
+            plot.setMouseEnabled(False, False)
             plot.setAspectLocked(True)
             plot.invertY(True)
-            image = pg.ImageItem(axisOrder="row-major")
+            image = pg.ImageItem(axisOrder="row-major")  # drawn unsmoothed: mask pixels stay crisp
             plot.addItem(image)
             self.views.append(plot)
             self.images.append(image)
-        self.hist = self.addPlot(row=0, col=len(PANELS), title="probability histogram")
-        self.hist.titleLabel.setMaximumHeight(22)
+        self.hist = self.graphics.addPlot(row=0, col=len(PANELS))
+        self.hist.setTitle("probability histogram (log)", size="9pt")
+        self.hist.titleLabel.setMaximumHeight(18)
         self.hist.setMouseEnabled(False, False)
+        self.hist.setMenuEnabled(False)
         self.hist.hideButtons()
-        self.hist.setLabel("bottom", "p")
-        self.hist.getAxis("left").setWidth(34)
+        self.hist.showGrid(x=False, y=True, alpha=0.2)
+        font = QFont()
+        font.setPointSize(8)
+        for side in ("left", "bottom"):
+            axis = self.hist.getAxis(side)
+            axis.setTickFont(font)
+            axis.setStyle(tickTextOffset=2)
+        self.hist.setLabel("bottom", "predicted probability", **{"font-size": "8pt"})
+        self.hist.setLabel("left", "share of pixels", **{"font-size": "8pt"})
+        self.hist.getAxis("left").setWidth(46)
+        self.hist.setLogMode(x=False, y=True)
         self.hist.setXRange(0, 1, padding=0.02)
-        self.hist_curve = self.hist.plot(stepMode="center", fillLevel=0, brush=(31, 119, 180, 160), pen=pg.mkPen((31, 119, 180)))
-        self.ci.layout.setColumnStretchFactor(len(PANELS), 2)
+        self.hist.setYRange(math.log10(HIST_FLOOR), 0.05, padding=0)
+        self.hist_curve = self.hist.plot(stepMode="center", fillLevel=math.log10(HIST_FLOOR),
+                                         brush=(31, 119, 180, 160), pen=pg.mkPen((31, 119, 180)))
+        self.hist_fraction: np.ndarray | None = None  # the bars' shares of pixels (not log)
+        layout = self.graphics.ci.layout
         for col in range(len(PANELS)):
-            self.ci.layout.setColumnStretchFactor(col, 2)
+            layout.setColumnStretchFactor(col, 3)
+        layout.setColumnStretchFactor(len(PANELS), 4)
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.setSpacing(0)
+        box.addWidget(self.title)
+        box.addWidget(self.graphics, 1)
+        self.token = 0  # the latest render asked for; older results are dropped
         self._cache = None
 
-    def set_title(self, text: str) -> None:
-        self.views[0].setTitle(f"<b>{text}</b>", size="9pt")
+    def scene(self):
+        return self.graphics.scene()
 
-    def show_arrays(self, rgb, mask_rgb, prob_rgb, overlay, diff, prob) -> None:
+    def set_title(self, text: str, color: str = "#222") -> None:
+        self.title.setText(f"<span style='color:{color}; font-weight:bold; font-size:10pt'>{text}</span>")
+
+    def show_arrays(self, rgb, mask_rgb, prob_rgb, overlay, diff, hist=None) -> None:
         for image, arr in zip(self.images, (rgb, mask_rgb, prob_rgb, overlay, diff)):
             if arr is None:
                 image.clear()
             else:
                 image.setImage(arr, autoLevels=False, levels=(0, 255))
-        for view in self.views:
-            view.autoRange(padding=0.02)
-        if prob is not None:
-            counts, edges = np.histogram(np.nan_to_num(prob), bins=40, range=(0.0, 1.0))
-            frac = counts / max(1, counts.sum())
-            self.hist_curve.setData(edges, frac)
-            self.hist.setYRange(0, max(0.05, float(frac.max()) * 1.05), padding=0)
+        for view, arr in zip(self.views, (rgb, mask_rgb, prob_rgb, overlay, diff)):
+            if arr is not None:
+                view.setRange(xRange=(0, arr.shape[1]), yRange=(0, arr.shape[0]), padding=0)
+        if hist is not None:
+            edges, frac = hist
+            self.hist_fraction = frac
+            self.hist_curve.setData(edges, np.maximum(frac, HIST_FLOOR))
         else:
+            self.hist_fraction = None
             self.hist_curve.setData([], [])
 
 
@@ -157,6 +254,12 @@ class Inspector(QWidget):
 
         self._before: Snapshot | None = None
         self._after: Snapshot | None = None
+        # TIFF reads and colouring run here, off the GUI thread; one at a time, newest wins.
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(1)
+        self._pending = 0
+        self._signals = _Signals(self)
+        self._signals.done.connect(self._rendered)
         self.slider.valueChanged.connect(self._slider_moved)
         self.tile_combo.currentIndexChanged.connect(lambda _: self.redraw())
         self.before_after.toggled.connect(self._toggle_before_after)
@@ -210,7 +313,9 @@ class Inspector(QWidget):
         self.before_after.setChecked(False)
         self.snapshot_label.setText("no predictions yet")
         for row in (self.main_row, self.before_row, self.after_row):
-            row.show_arrays(None, None, None, None, None, None)
+            row.token += 1
+            row.show_arrays(None, None, None, None, None)
+            row._cache = None
 
     def _snapshots_changed(self) -> None:
         names = list(self.state.probe.get("tiles", []))
@@ -256,51 +361,64 @@ class Inspector(QWidget):
     def _tile_index(self) -> int:
         return max(0, self.tile_combo.currentIndex())
 
-    def _arrays(self, snap: Snapshot | None):
-        """(rgb, mask (H,W[,K]) or None, probability (H,W) or None, raw image) for the current tile."""
-        probe, i = self.state.probe, self._tile_index()
-        image = mask = prob = None
-        try:
-            if i < len(probe.get("images", [])):
-                image = _read_tile(str(probe["images"][i]))
-            if i < len(probe.get("masks", [])):
-                mask = _read_tile(str(probe["masks"][i]))
-            if snap is not None and snap.path.exists():
-                pred = _read_prediction(str(snap.path), snap.path.stat().st_mtime)
-                if i < len(pred):
-                    prob = imaging.probability_map(pred[i])
-        except (OSError, ValueError) as exc:  # a file being written or gone: show what we have
-            log.warning("inspector: cannot read %s: %s", snap.path if snap else "probe tile", exc)
-        return image, mask, prob
+    def pending(self) -> int:
+        """Renders asked for and not yet shown (tests and screenshots wait for 0)."""
+        return self._pending
+
+    def wait_rendered(self, timeout_ms: int = 5000) -> bool:
+        """Process events until every asked-for render is shown; False on timeout."""
+        from PySide6.QtCore import QDeadlineTimer
+        from PySide6.QtWidgets import QApplication
+
+        deadline = QDeadlineTimer(timeout_ms)
+        while self._pending and not deadline.hasExpired():
+            self.pool.waitForDone(20)
+            QApplication.processEvents()
+        return not self._pending
 
     def redraw(self) -> None:
         if self.before_after.isChecked():
-            self._draw(self.before_row, self._before, "last healthy")
-            self._draw(self.after_row, self._after, "collapsed" if self.state.saturation() else "after")
+            collapsed = self.state.saturation() is not None
+            self._draw(self.before_row, self._before, "last healthy" if collapsed else "before", "#2a7a2a")
+            self._draw(self.after_row, self._after, "collapsed" if collapsed else "after",
+                       "#b00000" if collapsed else "#222")
             b = self._before.label if self._before else "—"
             a = self._after.label if self._after else "—"
             self.snapshot_label.setText(f"before: {b}  |  after: {a}")
         else:
             snap = self.current()
-            self._draw(self.main_row, snap, "prediction")
+            self._draw(self.main_row, snap, "prediction", "#222")
             self.snapshot_label.setText(snap.label if snap else "no predictions yet")
 
-    def _draw(self, row: _Row, snap: Snapshot | None, role: str) -> None:
-        image, mask, prob = self._arrays(snap)
-        row.set_title(f"{role}: {snap.label} — image (RGB)" if snap else f"{role} — image (RGB)")
-        rgb = imaging.composite(image, self.bands) if image is not None else None
-        mask_fg = imaging.foreground(mask) if mask is not None else None
-        mask_rgb = (np.repeat(mask_fg[..., None], 3, axis=-1) * 255).astype(np.uint8) if mask_fg is not None else None
-        prob_rgb = imaging.probability_rgb(prob) if prob is not None else None
-        overlay = diff = None
-        if prob is not None:
-            pred_fg = prob >= 0.5
-            base = rgb if rgb is not None else np.zeros(prob.shape + (3,), np.uint8)
-            overlay = imaging.mask_overlay(base, pred_fg, self.opacity, color=(255, 215, 0))
-            if mask_fg is not None and mask_fg.shape == pred_fg.shape:
-                diff = imaging.difference_rgb(pred_fg, mask_fg)
-        row.show_arrays(rgb, mask_rgb, prob_rgb, overlay, diff, prob)
-        row._cache = (image, mask, prob)
+    def _draw(self, row: _Row, snap: Snapshot | None, role: str, color: str) -> None:
+        """Ask the pool for this row's picture; it lands in _rendered (GUI thread)."""
+        tiles = self.state.probe.get("tiles", [])
+        i = self._tile_index()
+        tile = f" · tile {tiles[i]}" if i < len(tiles) else ""
+        row.set_title(f"{role}: {snap.label}{tile}" if snap else f"{role}: —", color)
+        row.token += 1
+        if snap is None and not self.state.probe:
+            row.show_arrays(None, None, None, None, None)
+            row._cache = None
+            return
+        args = (dict(self.state.probe), i, str(snap.path) if snap else None, tuple(self.bands), self.opacity)
+        self._pending += 1
+        self.pool.start(_RenderJob(self._signals, row, row.token, args))
+
+    def _rendered(self, row: _Row, token: int, result: dict) -> None:
+        self._pending = max(0, self._pending - 1)
+        if token != row.token:  # a newer render was asked for meanwhile
+            return
+        row.show_arrays(*result["arrays"], hist=result["hist"])
+        row._cache = result["cache"]
+        if result["error"]:
+            log.warning("inspector: %s", result["error"])
+            self.hover_label.setText(result["error"])
+
+    def shutdown(self) -> None:
+        """Wait for the render in flight (at most one), so no pool thread outlives the window."""
+        self.pool.clear()
+        self.pool.waitForDone(5000)
 
     def _hover(self, row: _Row, scene_pos) -> None:
         cache = getattr(row, "_cache", None)

@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QLabel
 
 from app.runstate import RunState
 
@@ -64,6 +65,22 @@ class _IncrementalEma:
         return self._out
 
 
+_DASH = {None: "━━━", "dash": "╍╍╍", "dot": "┅┅┅"}
+
+
+def legend_html(entries, title: str = "") -> str:
+    """A compact one-line legend (rich text) drawn outside the plot, never over the curves.
+
+    ``entries``: (label, colour, style) with style None (solid), "dash" or "dot".
+    It is static text, so it costs nothing when the plot repaints.
+    """
+    parts = [f"<b>{title}</b>&nbsp;&nbsp;"] if title else []
+    for label, color, style in entries:
+        r, g, b = color[:3]
+        parts.append(f"<span style='color:rgb({r},{g},{b}); font-weight:bold'>{_DASH[style]}</span>&nbsp;{label}")
+    return "&nbsp;&nbsp;&nbsp;".join(parts)
+
+
 def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ok = np.isfinite(x) & np.isfinite(y)
     return x[ok], y[ok]
@@ -91,8 +108,17 @@ class LossPlot(pg.PlotWidget):
         self.state = state
         item = self.getPlotItem()
         _style_plot(item, left="loss")
-        item.setTitle("Loss", size="11pt")
-        self.legend = item.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        # The legend is a label above the plot (see legend_label), not an item over the curves.
+        self.legend_label = QLabel(objectName="lossLegend")
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        self.legend_label.setWordWrap(True)
+        self._legend_base = [
+            ("batch loss", (*TRAIN_BLUE, 90), None), ("smoothed", TRAIN_BLUE, None),
+            ("train loss / epoch ●", (20, 60, 120), "dash"), ("val loss / epoch ■", VAL_ORANGE, None),
+            ("warning ▲", WARNING_ORANGE, None), ("saturation", SATURATION_RED, None),
+        ]
+        self._legend_extra: list = []
+        self._update_legend()
         self.batch_curve = item.plot(
             name="batch loss", pen=pg.mkPen((*TRAIN_BLUE, 60), width=1), skipFiniteCheck=False
         )
@@ -142,11 +168,18 @@ class LossPlot(pg.PlotWidget):
             vx, vy = _finite(np.asarray(val_x, float), np.asarray(val_y, float))
             vcurve = self.getPlotItem().plot(vx, vy, name=f"{name} val", pen=pg.mkPen(color, width=1.5, style=pg.QtCore.Qt.PenStyle.DotLine), symbol="s", symbolSize=5, symbolBrush=color, symbolPen=None)
             self._overlays.append(vcurve)
+        self._legend_extra.append((f"{name} (smoothed, val dotted)", color, "dash"))
+        self._update_legend()
 
     def clear_overlays(self) -> None:
         for curve in self._overlays:
             self.getPlotItem().removeItem(curve)
         self._overlays.clear()
+        self._legend_extra.clear()
+        self._update_legend()
+
+    def _update_legend(self) -> None:
+        self.legend_label.setText(legend_html(self._legend_base + self._legend_extra))
 
     # -- drawing ----------------------------------------------------------------------
     def _clear(self) -> None:
@@ -257,16 +290,20 @@ class LossPlot(pg.PlotWidget):
             self.markerClicked.emit(float(points[0].pos().x()))
 
 
+def _style_name(style) -> str | None:
+    return None if style is None else "dash" if style == pg.QtCore.Qt.PenStyle.DashLine else "dot"
+
+
 class SignalPlot(pg.GraphicsLayoutWidget):
     """The monitor's per-step signals, x-linked to the loss plot."""
 
     ROWS = (
-        ("output fractions", False, (
+        ("fractions", False, (
             ("pos_frac", "predicted positive", TRAIN_BLUE, None),
             ("mask_frac", "mask positive", (44, 160, 44), pg.QtCore.Qt.PenStyle.DashLine),
             ("pinned_frac", "pinned (saturated)", SATURATION_RED, None),
         )),
-        ("logit spread", False, (
+        ("logits", False, (
             ("logit_spread", "spatial spread", (148, 103, 189), None),
             ("logit_mean", "mean logit", (140, 86, 75), pg.QtCore.Qt.PenStyle.DashLine),
         )),
@@ -292,8 +329,10 @@ class SignalPlot(pg.GraphicsLayoutWidget):
             plot.getAxis("left").setWidth(62)
             if log:
                 plot.setLogMode(x=False, y=True)
-            legend = plot.addLegend(offset=(-10, 2), labelTextSize="8pt", colCount=len(series))
-            legend.setBrush(pg.mkBrush(255, 255, 255, 200))
+            # the row's legend is its title: one line above the curves, never over them
+            plot.setTitle(legend_html([(label, color, _style_name(style)) for _, label, color, style in series]),
+                          size="8pt", justify="left")
+            plot.titleLabel.setMaximumHeight(16)
             for key, label, color, style in series:
                 pen = pg.mkPen(color, width=1.5, style=style or pg.QtCore.Qt.PenStyle.SolidLine)
                 self.curves[key] = plot.plot(name=label, pen=pen)

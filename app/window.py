@@ -125,6 +125,7 @@ class MainWindow(QMainWindow):
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(4, 4, 4, 0)
         top_layout.addLayout(plot_bar)
+        top_layout.addWidget(self.loss_plot.legend_label)
         top_layout.addWidget(self.loss_plot, 1)
         centre = QSplitter(Qt.Orientation.Vertical)
         centre.addWidget(top)
@@ -156,9 +157,11 @@ class MainWindow(QMainWindow):
         self.event_panel = EventPanel(self.state)
         self.events_dock = self._dock("Events", self.event_panel, Qt.DockWidgetArea.RightDockWidgetArea, "eventsDock")
         self.events_dock.setMinimumWidth(380)
+        # the set-up column runs the full height; the inspector spans the plots and the events
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.inspector = Inspector(self.state)
         self.inspector_dock = self._dock("Predictions", self.inspector, Qt.DockWidgetArea.BottomDockWidgetArea, "inspectorDock")
-        self.resizeDocks([self.inspector_dock], [400], Qt.Orientation.Vertical)
+        self.resizeDocks([self.inspector_dock], [440], Qt.Orientation.Vertical)
         self.resizeDocks([self.left_dock, self.events_dock], [450, 400], Qt.Orientation.Horizontal)
 
         self._build_menus()
@@ -182,6 +185,14 @@ class MainWindow(QMainWindow):
             self.device_probe = DeviceProbe(self)
             self.device_probe.described.connect(self.set_device)
             self.device_probe.start()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not getattr(self, "_docks_sized", False):
+            # docks can only be sized once the window has its size: give the inspector ~40 %
+            self._docks_sized = True
+            QTimer.singleShot(0, lambda: self.resizeDocks(
+                [self.inspector_dock], [int(self.height() * 0.38)], Qt.Orientation.Vertical))
 
     def _dock(self, title: str, widget: QWidget, area, name: str) -> QDockWidget:
         dock = QDockWidget(title, self, objectName=name)
@@ -621,6 +632,7 @@ class MainWindow(QMainWindow):
                 return
             self.shutdown()
         self.timer.stop()
+        self.inspector.shutdown()
         super().closeEvent(event)
 
     def shutdown(self, timeout_ms: int = 120_000) -> None:

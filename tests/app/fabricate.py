@@ -43,7 +43,7 @@ def fabricate_run(path: Path, *, collapse: bool, epochs: int = 4, size: int = 48
         dead = collapse and step >= onset
         rows.append({
             "step": step, "epoch": epoch, "batch": step % SPE, "time": t0 + step,
-            "loss": 1.0 if dead else 0.9 * np.exp(-step / 20) + 0.05 * rng.random(),
+            "loss": 1.0 if dead else float(0.9 * np.exp(-step / 20) + 0.05 * rng.random()),
             "lr": 0.01, "grad_norm": 0.0 if dead else 0.5, "update_ratio": 0.0 if dead else 1e-3,
             "pos_frac": 0.0 if dead else 0.2, "mask_frac": 0.2, "pinned_frac": 1.0 if dead else 0.05,
             "logit_spread": 0.0 if dead else 2.0, "logit_mean": -60.0 if dead else -1.0,

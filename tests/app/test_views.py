@@ -39,8 +39,9 @@ def test_open_collapsed_run_shows_marker_diagnosis_and_before_after(window, coll
     assert insp._after.kind == "step" and insp._after.index == 26
     assert window.inspector.slider.maximum() == len(window.state.snapshots) - 1 == 4
     # the collapsed prediction's histogram has all its mass at p = 0
-    x, y = insp.after_row.hist_curve.getData()
-    assert y[0] == pytest.approx(1.0)
+    assert insp.wait_rendered()
+    assert insp.after_row.hist_fraction[0] == pytest.approx(1.0)
+    assert insp.after_row.images[2].image is not None  # the probability panel is drawn (off the GUI thread)
     assert "collapsed" in window.run_title.text()
 
 
