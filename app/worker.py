@@ -26,6 +26,23 @@ log = logging.getLogger(__name__)
 #: (tests use it to force a collapse deterministically).
 CallbacksFactory = Callable[[], Sequence[Any]]
 
+#: Niceness added to the threads that run TensorFlow. Linux threads inherit it,
+#: so TensorFlow's own thread pools (created from these threads) run below the
+#: GUI thread: on a machine with few cores the window keeps its slices.
+TRAINING_NICENESS = 5
+
+
+def lower_this_thread_priority(delta: int = TRAINING_NICENESS) -> None:
+    """Renice the calling thread (Linux: per thread); elsewhere, or if refused, do nothing."""
+    try:
+        import os
+
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + delta)
+    except (AttributeError, OSError):
+        pass
+
+
 #: TensorFlow's first import is not safe from two threads at once (the device
 #: probe and the worker): whoever comes first imports it, the other waits.
 TF_IMPORT_LOCK = threading.Lock()
@@ -82,6 +99,7 @@ class TrainWorker(QObject):
     @Slot()
     def run(self) -> None:
         result = None
+        lower_this_thread_priority()
         try:
             # Imported here, in the worker thread: TensorFlow loads off the GUI thread.
             with TF_IMPORT_LOCK:
@@ -192,6 +210,7 @@ class DeviceProbe(QObject):
         threading.Thread(target=self._run, name="tilewatch-device", daemon=True).start()
 
     def _run(self) -> None:
+        lower_this_thread_priority()  # TensorFlow may create its thread pools here
         try:
             with TF_IMPORT_LOCK:
                 from core.device import describe_device
