@@ -225,3 +225,25 @@ def test_load_tile_gives_full_size_normalised_arrays(synth_data) -> None:
     assert image.shape == (48, 48, 6) and image.dtype == np.float32
     assert mask.shape == (48, 48, 1)
     assert -1.0 < float(np.median(image)) < 2.0
+
+
+@pytest.mark.parametrize("layout", [dict(), dict(compression="deflate"), dict(planar=True),
+                                    dict(compression="lzw", planar=True)])
+def test_window_reads_match_whole_tile_reads(synth_data, layout) -> None:
+    """Memory-mapped and strip-wise window reads give exactly the crops of a whole-tile read."""
+    from core.pipeline import _CROP_KEY, _WindowReader, _epoch_crops, _transform  # noqa: F401
+    from core.tiles import read_image, read_mask_array
+
+    info = scan_dataset(synth_data(tiles=3, size=70, **layout))
+    norm = compute_normalization(info.tiles, method="percentile", seed=0)
+    reader = _WindowReader(info.tiles, kind="binary", num_outputs=1, normalization=norm,
+                           patch_size=32)
+    sizes = np.array([70, 70, 70])
+    rows = _epoch_crops(sizes, sizes, 12, 4, 32, "dihedral", 5, 1)
+    x, y = reader.batch_crops(rows)
+    for i, (tile, _read, top, left, code) in enumerate(rows):
+        image = read_image(info.tiles[tile])[top:top + 32, left:left + 32]
+        mask = read_mask_array(info.tiles[tile])[top:top + 32, left:left + 32, :1] != 0
+        np.testing.assert_allclose(x[i], _transform(norm.apply(image), code), rtol=1e-6,
+                                   atol=1e-6)
+        np.testing.assert_array_equal(y[i], _transform(mask, code).astype(np.float32))
