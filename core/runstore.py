@@ -396,10 +396,10 @@ def _to_float(text: str) -> float:
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
+    if hasattr(value, "item"):  # numpy scalars (np.float64's repr is "np.float64(…)")
+        value = value.item()
     if isinstance(value, float):
         return repr(value)
-    if hasattr(value, "item"):
-        return repr(value.item())
     return str(value)
 
 

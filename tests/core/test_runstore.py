@@ -79,3 +79,12 @@ def test_truncate_after_drops_records_past_a_checkpoint(tmp_path):
     assert run.steps["step"].tolist() == [0, 1, 2]
     assert run.history["epoch"].tolist() == [1]
     assert [e.message for e in run.events] == ["kept"]
+
+
+def test_numpy_scalars_are_written_as_plain_numbers(tmp_path):
+    import numpy as np
+
+    w = _run(tmp_path)
+    w.append_steps([{"step": np.int64(0), "loss": np.float64(0.5), "lr": np.float32(0.25)}])
+    assert read_run(w.path).steps["loss"].tolist() == [0.5]
+    assert (w.path / "steps.csv").read_text().splitlines()[1] == "0,0.5,0.25"
