@@ -17,7 +17,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+script_start=$(date +%s)
 
 selftest=1
 archive=1
@@ -56,6 +56,27 @@ NAME="tilewatch-${VERSION}-${os}-${arch}${flavor}"
 APPDIR=dist/tilewatch
 SUMMARY=dist/tilewatch-build.txt
 
+# Qt's X11 plugin needs xcb libraries that many desktops lack (libxcb-cursor0
+# above all, since Qt 6.5). PyInstaller bundles the ones it can resolve here,
+# so a build machine without them makes a folder that may not open a window.
+if [ "$os" = linux ]; then
+    qxcb=$("$PYTHON" -c "import os, PySide6; print(os.path.join(os.path.dirname(PySide6.__file__), 'Qt', 'plugins', 'platforms', 'libqxcb.so'))")
+    if [ -f "$qxcb" ] && missing=$(ldd "$qxcb" 2>/dev/null | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ') && [ -n "$missing" ]; then
+        echo "build.sh: WARNING: Qt's xcb plugin cannot resolve: $missing" >&2
+        echo "  they will not be bundled, and users without them get no window on X11. Debian/Ubuntu:" >&2
+        echo "  apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0" >&2
+    fi
+fi
+
+# A build reads the working tree for minutes; a file saved meanwhile leaves the
+# folder with byte-code of one version and source of another (AutoGraph then
+# warns "closure mismatch"). Detect it rather than ship it silently.
+sources_digest() {
+    find core app resources installer -type f \( -name '*.py' -o -name '*.toml' -o -name '*.spec' -o -name '*.qss' \) -print0 \
+        | sort -z | xargs -0 sha1sum | sha1sum | cut -c1-16
+}
+digest_before=$(sources_digest)
+
 echo "== PyInstaller: $NAME (python: $PYTHON)"
 start=$(date +%s)
 "$PYTHON" -m PyInstaller --noconfirm --clean --log-level WARN \
@@ -75,6 +96,11 @@ files=$(find "$APPDIR" -type f | wc -l)
     echo "folder_mb: $size_mb (10^6 bytes; $size_mib MiB)"
     echo "folder_files: $files"
 } > "$SUMMARY"
+if [ "$(sources_digest)" != "$digest_before" ]; then
+    echo "build.sh: WARNING: sources under core/ app/ resources/ installer/ changed during the build;" >&2
+    echo "  the folder may mix two versions of a module. Rebuild from a tree nobody is editing." >&2
+    echo "sources_changed_during_build: yes" >> "$SUMMARY"
+fi
 echo "== built $BIN in ${build_s} s; folder: ${size_mb} MB (${size_mib} MiB), ${files} files"
 
 if [ "$selftest" = 1 ]; then
@@ -118,6 +144,7 @@ if [ "$archive" = 1 ] && [ "$os" = linux ]; then
     cp docs/INSTALL.md "$stage/INSTALL.md" 2>/dev/null || true
     tarball="dist/$NAME.tar.gz"
     echo "== packing $tarball"
+    pack_start=$(date +%s)
     if command -v pigz >/dev/null; then
         tar -C build/package -cf - "$NAME" | pigz > "$tarball"
     else
@@ -127,8 +154,10 @@ if [ "$archive" = 1 ] && [ "$os" = linux ]; then
     tar_mb=$(( $(du -sb "$tarball" | cut -f1) / 1000000 ))
     echo "archive: $tarball" >> "$SUMMARY"
     echo "archive_mb: $tar_mb" >> "$SUMMARY"
+    echo "archive_seconds: $(( $(date +%s) - pack_start ))" >> "$SUMMARY"
     echo "== $tarball: ${tar_mb} MB"
 fi
 
+echo "total_seconds: $(( $(date +%s) - script_start ))" >> "$SUMMARY"
 echo "== summary ($SUMMARY)"
 cat "$SUMMARY"
