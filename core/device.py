@@ -12,9 +12,17 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 from typing import Any
 
 __all__ = ["describe_device", "prepare_device", "cpu_reason"]
+
+
+def _cuda_advice() -> str:
+    """How to get the CUDA libraries: the pip extra, or (in the desktop build) the system."""
+    if getattr(sys, "frozen", False):
+        return "install CUDA 12 and cuDNN 9 system-wide, or use the GPU build; see docs/INSTALL.md, 'GPU support'"
+    return "pip install 'tilewatch[gpu]' brings them"
 
 
 def cpu_reason() -> str:
@@ -22,12 +30,12 @@ def cpu_reason() -> str:
     import tensorflow as tf
 
     if not tf.test.is_built_with_cuda():
-        return "this TensorFlow build has no CUDA support (install the 'gpu' extra: pip install 'tilewatch[gpu]')"
+        return f"this TensorFlow build has no CUDA support ({_cuda_advice()})"
     has_driver = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi")
     if not has_driver:
         return "no NVIDIA driver found"
     if not any(glob.glob(os.path.join(p, "libcudart.so*")) for p in _library_dirs()):
-        return "NVIDIA driver found but no CUDA libraries (pip install 'tilewatch[gpu]' brings them)"
+        return f"NVIDIA driver found but no CUDA libraries ({_cuda_advice()})"
     return "TensorFlow found no usable GPU (see the log for CUDA errors)"
 
 

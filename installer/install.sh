@@ -104,7 +104,7 @@ desktop=$data/applications/tilewatch.desktop
 icon=$data/icons/hicolor/256x256/apps/tilewatch.png
 # sed replacement strings: escape \ & and the | delimiter
 esc() { printf '%s' "$1" | sed -e 's/[\\&|]/\\&/g'; }
-sed -e "s|^Exec=.*|Exec=\"$(esc "$exe")\" %F|" \
+sed -e "s|^Exec=.*|Exec=\"$(esc "$exe")\"|" \
     -e "s|^TryExec=.*|TryExec=$(esc "$exe")|" \
     -e "s|^Icon=.*|Icon=$(esc "$icon")|" \
     "$res/tilewatch.desktop" > "$desktop.tmp"
