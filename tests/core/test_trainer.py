@@ -154,3 +154,10 @@ def test_a_failure_leaves_a_readable_failed_run(data, tmp_path):
     assert run.status == "failed"
     assert "boom at batch 2" in run.events_of("error")[0].message
     assert run.events[-1].type == "run_finished"
+
+
+def test_checkpoint_retention_keeps_the_newest_epochs(data, tmp_path):
+    cfg = load_config(overrides={**TINY, "train.epochs": 3, "train.steps_per_epoch": 2, "train.keep_checkpoints": 1})
+    result = Trainer(cfg, data_dir=data, run_dir=tmp_path / "k").run()
+    names = sorted(p.name for p in (result.run_dir / "checkpoints").glob("*.keras"))
+    assert names == ["best.keras", "epoch-0003.keras", "last.keras"]
