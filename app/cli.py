@@ -134,7 +134,7 @@ def _run_gui(args: argparse.Namespace, cfg: Any) -> int:
 
     def save_screenshot() -> None:
         if args.screenshot:
-            window.refresh()
+            window.refresh(force=True)
             window.inspector.wait_rendered()
             app.processEvents()
             window.grab().save(args.screenshot)

@@ -13,7 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QGraphicsItem, QLabel
 
 from app.runstate import RunState
 
@@ -24,6 +24,7 @@ WARNING_ORANGE = (255, 127, 14)
 ROLLBACK_PURPLE = (148, 103, 189)
 TRAIN_BLUE = (31, 119, 180)
 VAL_ORANGE = (230, 110, 20)
+LEFT_AXIS_WIDTH = 62
 OVERLAY_COLORS = [(44, 160, 44), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
@@ -86,6 +87,78 @@ def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
+def _nice_ceil(x: float) -> float:
+    """The next of 1, 2, 5 x 10^k at or above ``x`` (x > 0)."""
+    if not math.isfinite(x) or x <= 0:
+        return 1.0
+    k = 10 ** math.floor(math.log10(x))
+    return next(m * k for m in (1, 2, 5, 10) if m * k >= x)
+
+
+class StickyRange:
+    """Auto-range that moves rarely, so the axes keep their cached pictures.
+
+    pyqtgraph's auto-range refits the view to the data on every update; while
+    training, every new batch then changes both ranges and every axis regenerates
+    its ticks, labels and grid in Python (the bulk of a repaint). Here the x range
+    grows to the next 1-2-5 step count and the y range keeps ~10 % headroom and
+    refits only when the data leaves it or fills less than half of it. A user who
+    zooms or pans takes over (pyqtgraph's ``sigRangeChangedManually``) until
+    :meth:`fit` is called ("Fit view").
+    """
+
+    def __init__(self, view: pg.ViewBox, *, x: bool = True, y: bool = True) -> None:
+        self.view, self.x, self.y = view, x, y
+        self.following = True
+        self.refits = 0
+        view.disableAutoRange()
+        view.sigRangeChangedManually.connect(self._user_moved)
+
+    def _user_moved(self, *_):
+        self.following = False
+
+    def fit(self) -> None:
+        self.following = True
+
+    def update(self, xmax: float, ylo: float, yhi: float, *, live: bool) -> None:
+        """Show [0, xmax] x [ylo, yhi] (view coordinates); ``live``: keep headroom, move rarely."""
+        if not self.following:
+            return
+        (x0, x1), (y0, y1) = self.view.viewRange()
+        new_x = new_y = None
+        if self.x and math.isfinite(xmax):
+            want = max(xmax, 1.0)
+            if live:
+                if want > x1 or x0 != 0:
+                    new_x = (0.0, _nice_ceil(want * 1.1))
+            elif (x0, x1) != (0.0, want):
+                new_x = (0.0, want)
+        if self.y and math.isfinite(ylo) and math.isfinite(yhi):
+            span = max(yhi - ylo, abs(yhi) * 1e-3, 1e-9)
+            pad = 0.08 * span
+            if live:
+                inside = y0 <= ylo and yhi <= y1
+                if not inside or (yhi - ylo) < 0.5 * (y1 - y0):
+                    new_y = (ylo - pad, yhi + pad)
+            elif abs(y0 - (ylo - pad)) > 1e-12 or abs(y1 - (yhi + pad)) > 1e-12:
+                new_y = (ylo - pad, yhi + pad)
+        if new_x is None and new_y is None:
+            return
+        self.refits += 1
+        self.view.setRange(xRange=new_x, yRange=new_y, padding=0, update=True, disableAutoRange=True)
+
+
+def _bounds(*arrays: np.ndarray, log: bool = False) -> tuple[float, float]:
+    lo, hi = math.inf, -math.inf
+    for a in arrays:
+        a = a[np.isfinite(a)]
+        if log:
+            a = np.log10(a[a > 0])
+        if len(a):
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+    return (lo, hi) if lo <= hi else (math.nan, math.nan)
+
+
 def _style_plot(item: pg.PlotItem, *, left: str, bottom: str | None = "step") -> None:
     item.showGrid(x=True, y=True, alpha=0.15)
     item.setDownsampling(auto=True, mode="peak")
@@ -94,6 +167,11 @@ def _style_plot(item: pg.PlotItem, *, left: str, bottom: str | None = "step") ->
     if bottom:
         item.setLabel("bottom", bottom)
     item.getViewBox().setMouseMode(pg.ViewBox.RectMode)
+    # With the grid on, each axis item covers the whole plot, so every curve update
+    # repainted every axis (replaying its ticks, labels and grid in Python). Cached
+    # as pixmaps, they are blitted until their range or size changes.
+    for name in ("left", "bottom", "right", "top"):
+        item.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
 
 class LossPlot(pg.PlotWidget):
@@ -108,6 +186,9 @@ class LossPlot(pg.PlotWidget):
         self.state = state
         item = self.getPlotItem()
         _style_plot(item, left="loss")
+        # the same fixed width as the signal rows: the x axes line up, and new tick labels never re-layout the plot
+        item.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
+        self.sticky = StickyRange(item.getViewBox())
         # The legend is a label above the plot (see legend_label), not an item over the curves.
         self.legend_label = QLabel(objectName="lossLegend")
         self.legend_label.setTextFormat(Qt.TextFormat.RichText)
@@ -120,9 +201,9 @@ class LossPlot(pg.PlotWidget):
         self._legend_extra: list = []
         self._update_legend()
         self.batch_curve = item.plot(
-            name="batch loss", pen=pg.mkPen((*TRAIN_BLUE, 60), width=1), skipFiniteCheck=False
+            name="batch loss", pen=pg.mkPen((*TRAIN_BLUE, 60), width=1), skipFiniteCheck=True
         )
-        self.smooth_curve = item.plot(name="smoothed", pen=pg.mkPen(TRAIN_BLUE, width=2))
+        self.smooth_curve = item.plot(name="smoothed", pen=pg.mkPen(TRAIN_BLUE, width=2), skipFiniteCheck=True)
         self.train_curve = item.plot(
             name="train loss / epoch", pen=pg.mkPen((20, 60, 120), width=2, style=pg.QtCore.Qt.PenStyle.DashLine),
             symbol="o", symbolSize=6, symbolBrush=(20, 60, 120), symbolPen=None,
@@ -144,6 +225,7 @@ class LossPlot(pg.PlotWidget):
         self._version = -1
         self._log = False
         self._marked_events = 0
+        self._epochs_drawn = -1
         self.saturation_line: pg.InfiniteLine | None = None
         self.saturation_band: pg.LinearRegionItem | None = None
         state.reset.connect(self._clear)
@@ -152,7 +234,8 @@ class LossPlot(pg.PlotWidget):
     def set_log_scale(self, on: bool) -> None:
         self._log = bool(on)
         self.getPlotItem().setLogMode(x=False, y=self._log)
-        self._version = self._marked_events = -1
+        self._version = self._marked_events = self._epochs_drawn = -1
+        self.sticky.fit()
         self.refresh()
 
     def log_scale(self) -> bool:
@@ -170,6 +253,7 @@ class LossPlot(pg.PlotWidget):
             self._overlays.append(vcurve)
         self._legend_extra.append((f"{name} (smoothed, val dotted)", color, "dash"))
         self._update_legend()
+        self._fit_range()
 
     def clear_overlays(self) -> None:
         for curve in self._overlays:
@@ -177,6 +261,7 @@ class LossPlot(pg.PlotWidget):
         self._overlays.clear()
         self._legend_extra.clear()
         self._update_legend()
+        self._fit_range()
 
     def _update_legend(self) -> None:
         self.legend_label.setText(legend_html(self._legend_base + self._legend_extra))
@@ -193,9 +278,12 @@ class LossPlot(pg.PlotWidget):
         self._markers.clear()
         self.saturation_line = self.saturation_band = None
         self._marked_events = 0
+        self._epochs_drawn = -1
         self._version = -1
+        self.sticky.fit()
 
     def refresh(self) -> None:
+        """Redraw what changed since the last call (the window's timer calls this)."""
         st = self.state
         if st.version == self._version:
             return
@@ -203,14 +291,35 @@ class LossPlot(pg.PlotWidget):
         steps, loss = st.steps.get("step"), st.steps.get("loss")
         self.batch_curve.setData(*_finite(steps, loss))
         self.smooth_curve.setData(*_finite(steps, self._smoother.update(loss)))
-        ep = st.history.get("epoch")
-        x = np.array([st.epoch_end_step.get(int(e), np.nan) if np.isfinite(e) else np.nan for e in ep])
-        self.train_curve.setData(*_finite(x, st.history.get("loss")))
-        self.val_curve.setData(*_finite(x, st.history.get("val_loss")))
-        self._draw_epoch_lines()
+        if len(st.epoch_end_step) != self._epochs_drawn:  # per-epoch items change only at epoch ends
+            self._epochs_drawn = len(st.epoch_end_step)
+            ep = st.history.get("epoch")
+            x = np.array([st.epoch_end_step.get(int(e), np.nan) if np.isfinite(e) else np.nan for e in ep])
+            self.train_curve.setData(*_finite(x, st.history.get("loss")))
+            self.val_curve.setData(*_finite(x, st.history.get("val_loss")))
+            self._draw_epoch_lines()
         if len(st.events) != self._marked_events:  # markers change only with events
             self._marked_events = len(st.events)
             self._draw_markers()
+        self._fit_range()
+
+    def fit_view(self) -> None:
+        """Show all the data again and follow it (after the user zoomed or panned)."""
+        self.sticky.fit()
+        self._fit_range()
+
+    def _fit_range(self) -> None:
+        st = self.state
+        steps = st.steps.get("step")
+        ys = [st.steps.get("loss"), st.history.get("loss"), st.history.get("val_loss")]
+        xmax = float(np.nanmax(steps)) if np.isfinite(steps).any() else math.nan
+        for curve in self._overlays:
+            ox, oy = curve.getOriginalDataset()
+            if ox is not None and len(ox):
+                xmax = float(np.nanmax([xmax, np.max(ox)]))
+                ys.append(np.asarray(oy, float))
+        lo, hi = _bounds(*ys, log=self._log)
+        self.sticky.update(xmax, lo, hi, live=st.status in ("starting", "running"))
 
     def _draw_epoch_lines(self) -> None:
         ends = sorted(self.state.epoch_end_step.items())
@@ -322,11 +431,12 @@ class SignalPlot(pg.GraphicsLayoutWidget):
         self.plots: list[pg.PlotItem] = []
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._sat_lines: list[pg.InfiniteLine] = []
+        self.ranges: list[StickyRange] = []
         self._version = -1
         for row, (title, log, series) in enumerate(self.ROWS):
             plot = self.addPlot(row=row, col=0)
             _style_plot(plot, left=title, bottom="step" if row == len(self.ROWS) - 1 else None)
-            plot.getAxis("left").setWidth(62)
+            plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
             if log:
                 plot.setLogMode(x=False, y=True)
             # the row's legend is its title: one line above the curves, never over them
@@ -335,10 +445,12 @@ class SignalPlot(pg.GraphicsLayoutWidget):
             plot.titleLabel.setMaximumHeight(16)
             for key, label, color, style in series:
                 pen = pg.mkPen(color, width=1.5, style=style or pg.QtCore.Qt.PenStyle.SolidLine)
-                self.curves[key] = plot.plot(name=label, pen=pen)
+                self.curves[key] = plot.plot(name=label, pen=pen, skipFiniteCheck=True)
             plot.setMouseEnabled(x=False, y=True)  # x follows the loss plot (see link_x)
             self.plots.append(plot)
-        self.plots[0].setYRange(0, 1)
+            # x follows the loss plot; y keeps headroom (fractions: always 0..1)
+            self.ranges.append(StickyRange(plot.getViewBox(), x=False, y=row > 0))
+        self.plots[0].setYRange(0, 1, padding=0.02)
         state.reset.connect(self._clear)
 
     def link_x(self, other: pg.PlotItem) -> None:
@@ -359,7 +471,15 @@ class SignalPlot(pg.GraphicsLayoutWidget):
         for plot, line in zip(self.plots, self._sat_lines):
             plot.removeItem(line)
         self._sat_lines.clear()
+        for sticky in self.ranges:
+            sticky.fit()
         self._version = -1
+
+    def fit_view(self) -> None:
+        for sticky in self.ranges:
+            sticky.fit()
+        self._version = -1
+        self.refresh()
 
     def refresh(self) -> None:
         st = self.state
@@ -367,12 +487,17 @@ class SignalPlot(pg.GraphicsLayoutWidget):
             return
         self._version = st.version
         steps = st.steps.get("step")
-        for (_, log, series) in self.ROWS:
+        live = st.status in ("starting", "running")
+        for (_, log, series), sticky in zip(self.ROWS, self.ranges):
+            columns = []
             for key, *_ in series:
                 y = st.steps.get(key)
                 if log:
                     y = np.where(np.isfinite(y), np.maximum(y, 1e-12), np.nan)
+                columns.append(y)
                 self.curves[key].setData(*_finite(steps, y))
+            if sticky.y:
+                sticky.update(math.nan, *_bounds(*columns, log=log), live=live)
         sat = st.saturation()
         if sat is not None and not self._sat_lines:
             for plot in self.plots:

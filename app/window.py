@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from platformdirs import user_data_dir
-from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -54,6 +54,11 @@ __all__ = ["MainWindow", "default_workspace", "format_duration"]
 
 log = logging.getLogger(__name__)
 REFRESH_MS = 50  # 20 Hz at most
+# While training, the plots repaint at most this often (4 Hz is plenty for a loss
+# curve): a repaint is Python (pyqtgraph) holding the GIL while TensorFlow keeps the
+# cores busy, and the event loop waits for it (docs/BENCHMARKS.md, "Desktop app").
+PLOT_MIN_INTERVAL_MS = 250
+PROGRESS_MIN_INTERVAL_MS = 1000  # the elapsed time ticks on even when no step arrived
 
 
 def default_workspace() -> Path:
@@ -116,7 +121,8 @@ class MainWindow(QMainWindow):
         self.run_title = QLabel("No run yet — choose data and press Start, or File → Open run…", objectName="runTitle")
         self.run_title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         fit_btn = QPushButton("Fit view", objectName="fitViewButton")
-        fit_btn.clicked.connect(lambda: self.loss_plot.getPlotItem().enableAutoRange())
+        fit_btn.setToolTip("Show all the data again and follow new steps (after zooming or panning)")
+        fit_btn.clicked.connect(self.fit_plots)
         plot_bar = QHBoxLayout()
         plot_bar.addWidget(self.run_title, 1)
         plot_bar.addWidget(self.log_check)
@@ -177,6 +183,11 @@ class MainWindow(QMainWindow):
         self.loss_plot.markerClicked.connect(self.inspector.jump_to_step)
         self.event_panel.applyRemedy.connect(self.apply_remedy)
         self.event_panel.eventSelected.connect(self._event_selected)
+        self._clock = QElapsedTimer()
+        self._clock.start()
+        self._last_plot_ms = self._last_progress_ms = -10**9
+        self._progress_version = -1
+        self._signals_due = False
         self.timer = QTimer(self, interval=REFRESH_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
@@ -404,7 +415,7 @@ class MainWindow(QMainWindow):
             self.progress.setFormat("failed")
         self.state.rescan_snapshots()
         self.state.version += 1
-        self.refresh()
+        self.refresh(force=True)
         name = self.state.run_dir.name if self.state.run_dir else "run"
         self.run_title.setText(f"<b>{name}</b> — {status.replace('_', ' ')}")
         if status != "failed":
@@ -428,11 +439,34 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text)
 
     # -- refresh (20 Hz) ------------------------------------------------------------------------
-    def refresh(self) -> None:
-        self.loss_plot.refresh()
-        self.signal_plot.refresh()
-        if self.is_running():
+    def refresh(self, *, force: bool = False) -> None:
+        """The throttled timer's slot (20 Hz): redraw what changed.
+
+        While training, the plots repaint at most every PLOT_MIN_INTERVAL_MS, and the
+        loss plot and the signal plot on different ticks, so the event loop is never
+        blocked by both repaints at once. Idle (or ``force``), both redraw at once.
+        """
+        now = self._clock.elapsed()
+        if force or not self.is_running():
+            self.loss_plot.refresh()
+            self.signal_plot.refresh()
+            self._signals_due = False
+        elif self._signals_due:
+            self.signal_plot.refresh()
+            self._signals_due = False
+        elif now - self._last_plot_ms >= PLOT_MIN_INTERVAL_MS and self.state.version != self.loss_plot._version:
+            self._last_plot_ms = now
+            self.loss_plot.refresh()
+            self._signals_due = True  # next tick, a separate paint
+        if self.is_running() and (self.state.version != self._progress_version
+                                  or now - self._last_progress_ms >= PROGRESS_MIN_INTERVAL_MS):
+            self._progress_version, self._last_progress_ms = self.state.version, now
             self._update_progress()
+
+    def fit_plots(self) -> None:
+        """Show all the data again and follow it (the "Fit view" button)."""
+        self.loss_plot.fit_view()
+        self.signal_plot.fit_view()
 
     def _update_progress(self) -> None:
         cfg, st = self._cfg_for_progress, self.state
@@ -547,8 +581,8 @@ class MainWindow(QMainWindow):
                 self.config_panel.set_config(load_config(overrides={f"{s}.{k}": v for s, vals in cfg.items() for k, v in vals.items()}))
         except Exception as exc:  # noqa: BLE001 - an old/foreign config must not stop the viewing
             log.warning("cannot show the run's config: %s", exc)
-        self.loss_plot.getPlotItem().enableAutoRange()
-        self.refresh()
+        self.refresh(force=True)
+        self.fit_plots()
         if self.state.saturation() is not None:
             self.event_panel.select_saturation()
             self.inspector.show_before_after()
