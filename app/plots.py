@@ -13,11 +13,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QGraphicsItem, QLabel
+from PySide6.QtWidgets import QGraphicsItem, QLabel, QVBoxLayout, QWidget
 
 from app.runstate import RunState
 
-__all__ = ["LossPlot", "SignalPlot", "ema", "export_plot", "SATURATION_RED"]
+__all__ = ["LossPanel", "LossPlot", "SignalPlot", "ema", "export_plot", "SATURATION_RED"]
 
 SATURATION_RED = (214, 39, 40)
 WARNING_ORANGE = (255, 127, 14)
@@ -78,6 +78,7 @@ def legend_html(entries, title: str = "") -> str:
     parts = [f"<b>{title}</b>&nbsp;&nbsp;"] if title else []
     for label, color, style in entries:
         r, g, b = color[:3]
+        label = label.replace(" ", "&nbsp;")  # an entry never wraps inside itself
         parts.append(f"<span style='color:rgb({r},{g},{b}); font-weight:bold'>{_DASH[style]}</span>&nbsp;{label}")
     return "&nbsp;&nbsp;&nbsp;".join(parts)
 
@@ -129,10 +130,13 @@ class StickyRange:
         if self.x and math.isfinite(xmax):
             want = max(xmax, 1.0)
             if live:
-                if want > x1 or x0 != 0:
-                    new_x = (0.0, _nice_ceil(want * 1.1))
-            elif (x0, x1) != (0.0, want):
-                new_x = (0.0, want)
+                if want > x1 or x0 > 0 or x0 < -0.02 * x1:
+                    top = _nice_ceil(want * 1.1)
+                    new_x = (-0.01 * top, top)
+            else:
+                fit = (-0.015 * want, want * 1.015)  # a little room for the end markers
+                if abs(x0 - fit[0]) > 1e-9 or abs(x1 - fit[1]) > 1e-9:
+                    new_x = fit
         if self.y and math.isfinite(ylo) and math.isfinite(yhi):
             span = max(yhi - ylo, abs(yhi) * 1e-3, 1e-9)
             pad = 0.08 * span
@@ -399,6 +403,23 @@ class LossPlot(pg.PlotWidget):
             self.markerClicked.emit(float(points[0].pos().x()))
 
 
+class LossPanel(QWidget):
+    """The loss plot with its legend row above it: what the window shows and what Export saves."""
+
+    def __init__(self, plot: LossPlot, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("lossPanel")
+        self.plot = plot
+        self.setStyleSheet("#lossPanel, #lossLegend { background: white; }")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        plot.legend_label.setContentsMargins(8, 2, 4, 0)
+        layout.addWidget(plot.legend_label)
+        layout.addWidget(plot, 1)
+
+
 def _style_name(style) -> str | None:
     return None if style is None else "dash" if style == pg.QtCore.Qt.PenStyle.DashLine else "dot"
 
@@ -437,6 +458,9 @@ class SignalPlot(pg.GraphicsLayoutWidget):
             plot = self.addPlot(row=row, col=0)
             _style_plot(plot, left=title, bottom="step" if row == len(self.ROWS) - 1 else None)
             plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
+            if row < len(self.ROWS) - 1:  # the x values are on the bottom row only; more height for the curves
+                plot.getAxis("bottom").setStyle(showValues=False)
+                plot.getAxis("bottom").setHeight(4)
             if log:
                 plot.setLogMode(x=False, y=True)
             # the row's legend is its title: one line above the curves, never over them
@@ -450,7 +474,8 @@ class SignalPlot(pg.GraphicsLayoutWidget):
             self.plots.append(plot)
             # x follows the loss plot; y keeps headroom (fractions: always 0..1)
             self.ranges.append(StickyRange(plot.getViewBox(), x=False, y=row > 0))
-        self.plots[0].setYRange(0, 1, padding=0.02)
+        self.plots[0].setYRange(0, 1, padding=0.04)
+        self.plots[0].getAxis("left").setTicks([[(0, "0"), (0.5, "0.5"), (1, "1")], []])  # a short row: three labels
         state.reset.connect(self._clear)
 
     def link_x(self, other: pg.PlotItem) -> None:
@@ -506,31 +531,58 @@ class SignalPlot(pg.GraphicsLayoutWidget):
                 self._sat_lines.append(line)
 
 
-def export_plot(widget: pg.PlotWidget | pg.GraphicsLayoutWidget, path: str) -> None:
-    """Save a plot as PNG (2x, for crisp documents) or SVG, by the file's suffix.
+def _suspend_item_caches(widget: QWidget) -> list:
+    """Turn off pixmap caches in every plot under ``widget`` (an export draws at 2x or as vectors)."""
+    views = [widget] if isinstance(widget, pg.GraphicsView) else []
+    views += widget.findChildren(pg.GraphicsView)
+    suspended = []
+    for view in views:
+        for item in view.scene().items():
+            mode = item.cacheMode()
+            if mode != QGraphicsItem.CacheMode.NoCache:
+                suspended.append((item, mode))
+                item.setCacheMode(QGraphicsItem.CacheMode.NoCache)
+    return suspended
 
-    SVG is drawn with Qt's own QSvgGenerator: pyqtgraph 0.14's SVGExporter
-    fails on the paths Qt 6.11 writes.
+
+def export_plot(widget: QWidget, path: str, *, scale: float = 2.0) -> None:
+    """Save a plot panel as PNG (``scale`` x, for crisp documents) or SVG, by the file's suffix.
+
+    The widget is drawn as it is on screen, so a legend row outside the plot
+    (the loss panel's) is part of the picture. SVG is drawn with Qt's own
+    QSvgGenerator: pyqtgraph 0.14's SVGExporter fails on the paths Qt 6.11 writes.
     """
-    if path.lower().endswith(".svg"):
-        from PySide6.QtCore import QRect, QSize
-        from PySide6.QtGui import QPainter
-        from PySide6.QtSvg import QSvgGenerator
+    from PySide6.QtCore import QPoint, QRect, QSize
+    from PySide6.QtGui import QImage, QPainter
 
-        gen = QSvgGenerator()
-        gen.setFileName(path)
-        gen.setSize(QSize(widget.width(), widget.height()))
-        gen.setViewBox(QRect(0, 0, widget.width(), widget.height()))
-        gen.setTitle("Tilewatch plot")
-        painter = QPainter(gen)
+    suspended = _suspend_item_caches(widget)
+    try:
+        if path.lower().endswith(".svg"):
+            from PySide6.QtSvg import QSvgGenerator
+
+            gen = QSvgGenerator()
+            gen.setFileName(path)
+            gen.setSize(QSize(widget.width(), widget.height()))
+            gen.setViewBox(QRect(0, 0, widget.width(), widget.height()))
+            gen.setTitle("Tilewatch plot")
+            painter = QPainter(gen)
+            try:
+                QWidget.render(widget, painter, QPoint())  # QWidget's: QGraphicsView.render draws the scene only
+            finally:
+                painter.end()
+            return
+        image = QImage(QSize(round(widget.width() * scale), round(widget.height() * scale)), QImage.Format.Format_ARGB32)
+        image.setDevicePixelRatio(scale)
+        image.fill(Qt.GlobalColor.white)
+        painter = QPainter(image)
         try:
-            widget.render(painter)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+            QWidget.render(widget, painter, QPoint())
         finally:
             painter.end()
-        return
-    import pyqtgraph.exporters as exporters
-
-    scene_item = widget.getPlotItem() if isinstance(widget, pg.PlotWidget) else widget.scene()
-    exporter = exporters.ImageExporter(scene_item)
-    exporter.parameters()["width"] = int(widget.width() * 2)
-    exporter.export(path)
+        if not image.save(path):
+            raise OSError(f"cannot write {path}")
+    finally:
+        for item, mode in suspended:
+            item.setCacheMode(mode)

@@ -44,7 +44,7 @@ from app.config_panel import ConfigPanel
 from app.data_panel import DataPanel, local_dir_from_mime
 from app.events_view import EventPanel
 from app.inspector import Inspector
-from app.plots import LossPlot, SignalPlot, export_plot
+from app.plots import LossPanel, LossPlot, SignalPlot, export_plot
 from app.resources import icon_path
 from app.runstate import RunState
 from app.worker import DeviceProbe, RunController
@@ -131,12 +131,20 @@ class MainWindow(QMainWindow):
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(4, 4, 4, 0)
         top_layout.addLayout(plot_bar)
-        top_layout.addWidget(self.loss_plot.legend_label)
-        top_layout.addWidget(self.loss_plot, 1)
-        centre = QSplitter(Qt.Orientation.Vertical)
-        centre.addWidget(top)
-        centre.addWidget(self.signal_plot)
-        centre.setSizes([480, 360])
+        self.loss_panel = LossPanel(self.loss_plot)
+        top_layout.addWidget(self.loss_panel, 1)
+        # drag the handle to share the height between the loss and the signals
+        self.plot_splitter = QSplitter(Qt.Orientation.Vertical, objectName="plotSplitter")
+        self.plot_splitter.addWidget(top)
+        self.plot_splitter.addWidget(self.signal_plot)
+        self.plot_splitter.setChildrenCollapsible(False)
+        self.plot_splitter.setHandleWidth(7)
+        self.plot_splitter.setStretchFactor(0, 1)
+        self.plot_splitter.setStretchFactor(1, 1)
+        self.plot_splitter.setSizes([440, 560])
+        top.setMinimumHeight(180)
+        self.signal_plot.setMinimumHeight(240)
+        centre = self.plot_splitter
         self.setCentralWidget(centre)
 
         # -- left: data, config, device, controls ----------------------------------------------
@@ -200,10 +208,10 @@ class MainWindow(QMainWindow):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
         if not getattr(self, "_docks_sized", False):
-            # docks can only be sized once the window has its size: give the inspector ~40 %
+            # docks can only be sized once the window has its size: give the inspector ~1/3
             self._docks_sized = True
             QTimer.singleShot(0, lambda: self.resizeDocks(
-                [self.inspector_dock], [int(self.height() * 0.38)], Qt.Orientation.Vertical))
+                [self.inspector_dock], [int(self.height() * 0.34)], Qt.Orientation.Vertical))
 
     def _dock(self, title: str, widget: QWidget, area, name: str) -> QDockWidget:
         dock = QDockWidget(title, self, objectName=name)
@@ -620,7 +628,7 @@ class MainWindow(QMainWindow):
     def export_plots(self, path: str | Path) -> list[Path]:
         path = Path(path)
         signal_path = path.with_name(f"{path.stem}-signals{path.suffix}")
-        export_plot(self.loss_plot, str(path))
+        export_plot(self.loss_panel, str(path))  # the plot with its legend row
         export_plot(self.signal_plot, str(signal_path))
         return [path, signal_path]
 

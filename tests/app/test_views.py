@@ -182,3 +182,43 @@ def test_open_run_rescans_its_data_and_previews_a_probe_tile(window, collapsed_r
     assert panel.folder() == Path(window.state.info["data_dir"])
     assert panel.tile_combo.count() == 2 and panel.tile_combo.currentText() == "t0"
     assert panel._image is not None  # the preview shows the run's tile
+
+
+def test_loss_export_includes_the_legend_row(window, collapsed_run, tmp_path):
+    from PySide6.QtGui import QImage
+
+    window.open_run(collapsed_run)
+    png, signals = window.export_plots(tmp_path / "loss.png")
+    image = QImage(str(png))
+    assert image.height() == 2 * window.loss_panel.height() > 2 * window.loss_plot.height()
+    assert QImage(str(signals)).width() == 2 * window.signal_plot.width()
+    svg, _ = window.export_plots(tmp_path / "loss.svg")
+    assert "batch" in svg.read_text() and "saturation" in svg.read_text()
+
+
+def test_sticky_range_moves_rarely_while_live_and_yields_to_the_user(qtbot):
+    import pyqtgraph as pg
+
+    from app.plots import StickyRange
+
+    widget = pg.PlotWidget()
+    qtbot.addWidget(widget)
+    view = widget.getPlotItem().getViewBox()
+    sticky = StickyRange(view)
+    sticky.update(37, 0.2, 1.5, live=True)
+    (x0, x1), (y0, y1) = view.viewRange()
+    assert x1 == 50 and y0 < 0.2 and y1 > 1.5  # the next 1-2-5 count, with headroom
+    refits = sticky.refits
+    for step in range(38, 46):  # new steps and a lower loss inside the view: no refit
+        sticky.update(step, 0.15, 1.5, live=True)
+    assert sticky.refits == refits
+    sticky.update(51, 0.15, 1.5, live=True)
+    assert view.viewRange()[0][1] == 100 and sticky.refits == refits + 1
+    sticky.update(51, 0.15, 1.5, live=False)  # the run ended: fit the data exactly
+    assert view.viewRange()[0][1] == pytest.approx(51 * 1.015)
+    sticky._user_moved()  # the user zoomed: stop following until "Fit view"
+    sticky.update(500, 0.1, 1.5, live=True)
+    assert view.viewRange()[0][1] < 100
+    sticky.fit()
+    sticky.update(500, 0.1, 1.5, live=True)
+    assert view.viewRange()[0][1] == 1000
