@@ -397,6 +397,8 @@ class MainWindow(QMainWindow):
         if event.type == "run_started":
             self.set_device(dict(event.device))
             self.run_title.setText(f"<b>{self.state.run_dir.name}</b> — training")
+            dev = event.device or {}
+            self._show_status(f"Training on {dev.get('name') or dev.get('kind', 'the device')}…")
         elif event.type == "saturation":
             self._show_status(
                 f"Outputs saturated at step {event.onset_step}, epoch {event.epoch}: see Events for the diagnosis.",
@@ -421,6 +423,9 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, max(1, self.progress.maximum()))
         if status == "failed":
             self.progress.setFormat("failed")
+        n = len(self.state.steps)
+        if n:  # no stale rate or ETA once the run is over
+            self.progress_label.setText(f"{n} steps recorded · took {format_duration(self.state.elapsed())}")
         self.state.rescan_snapshots()
         self.state.version += 1
         self.refresh(force=True)
