@@ -116,6 +116,7 @@ def make_application(argv: list[str] | None = None):
     app.setOrganizationName(APP_NAME)
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName("Tilewatch")
+    app.setDesktopFileName("tilewatch")  # matches resources/tilewatch.desktop (Wayland, task bars)
     from app.resources import style_sheet
 
     app.setStyleSheet(style_sheet())

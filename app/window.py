@@ -200,13 +200,21 @@ class MainWindow(QMainWindow):
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
         self._update_buttons()
-        if probe_device:
+        self._probe_device = probe_device
+        self.device_probe: DeviceProbe | None = None
+
+    def _start_device_probe(self) -> None:
+        """Describe the device: this imports TensorFlow, so only once the window is up."""
+        if self._probe_device and self.device_probe is None:
             self.device_probe = DeviceProbe(self)
             self.device_probe.described.connect(self.set_device)
             self.device_probe.start()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
+        if self.device_probe is None:
+            # after the first paint: the window must appear before TensorFlow starts importing
+            QTimer.singleShot(250, self._start_device_probe)
         if not getattr(self, "_docks_sized", False):
             # docks can only be sized once the window has its size: give the inspector ~1/3
             self._docks_sized = True
