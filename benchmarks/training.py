@@ -131,7 +131,7 @@ def _trainer(cfg, data_dir: Path, run_dir: Path) -> tuple[float, float, float]:
     return step, statistics.mean(records), statistics.mean(epoch_s) + statistics.mean(records)
 
 
-def main(*, quick: bool = False, verbose: bool = True) -> dict[str, Any]:
+def main(*, quick: bool = False, seed_repeats: int = 1, only: str | None = None, verbose: bool = True) -> dict[str, Any]:
     """Run the benchmark; return its figures and print a markdown table."""
     from core import load_config
     from core.config import preset_path
@@ -148,7 +148,12 @@ def main(*, quick: bool = False, verbose: bool = True) -> dict[str, Any]:
          load_config(preset_path("seed"), overrides={"train.epochs": seed_epochs, "train.steps_per_epoch": seed_steps, "train.patience": 0, "monitor.probe_tiles": 4}),
          seed_epochs, seed_steps),
     ]
-    for (label, cfg, n_epochs, n_steps), repeats in zip(cases, (1 if quick else 3, 1)):
+    plan = list(zip(cases, (1 if quick else 3, seed_repeats)))
+    if only == "small":
+        plan = plan[:1]
+    elif only == "seed":
+        plan = plan[1:]
+    for (label, cfg, n_epochs, n_steps), repeats in plan:
         # Alternate the three set-ups and keep each one's median over the repeats,
         # so that load from other jobs drifting over time hits all three alike.
         bares, ons, offs, recs, epochs_s = [], [], [], [], []
@@ -187,8 +192,10 @@ def main(*, quick: bool = False, verbose: bool = True) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke run, not for the record)")
+    parser.add_argument("--seed-repeats", type=int, default=1, help="alternated repeats of the seed-preset case")
+    parser.add_argument("--only", choices=("small", "seed"), help="run one configuration")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    figures = main(quick=args.quick)
+    figures = main(quick=args.quick, seed_repeats=args.seed_repeats, only=args.only)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

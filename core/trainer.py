@@ -359,29 +359,22 @@ class _Session:
         model.set_step(self.start_step)
         self.signal_model = model
 
+        stream = {
+            "kind": ds.mask_kind,
+            "num_outputs": ds.num_outputs,
+            "normalization": self.normalization,
+            "patch_size": cfg.data.patch_size,
+            "batch_size": cfg.train.batch_size,
+            "seed": cfg.data.seed,
+        }
         train_ds = make_train_dataset(
             train_tiles,
-            kind=ds.mask_kind,
-            num_outputs=ds.num_outputs,
-            normalization=self.normalization,
-            patch_size=cfg.data.patch_size,
-            batch_size=cfg.train.batch_size,
             augment=cfg.data.augment,
-            seed=cfg.data.seed,
             steps_per_epoch=steps_per_epoch,
             first_epoch=self.start_epoch,
+            **stream,
         )
-        val_ds = None
-        if val_tiles:
-            val_ds = make_val_dataset(
-                val_tiles,
-                kind=ds.mask_kind,
-                num_outputs=ds.num_outputs,
-                normalization=self.normalization,
-                patch_size=cfg.data.patch_size,
-                batch_size=cfg.train.batch_size,
-                seed=cfg.data.seed,
-            )
+        val_ds = make_val_dataset(val_tiles, **stream) if val_tiles else None
 
         probes = _Probes(self, val_tiles or train_tiles)
         recorder = _Recorder(self, probes)
@@ -417,36 +410,15 @@ class _Session:
             RunStarted(step=self.start_step, epoch=self.start_epoch + 1, config=cfg.to_dict(), device=dict(device))
         )
         if device["kind"] == "cpu":
-            self.emit(
-                WarningEvent(
-                    step=self.start_step,
-                    epoch=self.start_epoch + 1,
-                    kind="cpu_fallback",
-                    signals={},
-                    message=f"Training on the CPU: {device['reason'] or 'no GPU found'}.",
-                )
-            )
+            self._warn("cpu_fallback", f"Training on the CPU: {device['reason'] or 'no GPU found'}.")
         if cfg.train.mixed_precision and not device["mixed_precision_available"]:
-            self.emit(
-                WarningEvent(
-                    step=self.start_step,
-                    epoch=self.start_epoch + 1,
-                    kind="mixed_precision_unavailable",
-                    signals={},
-                    message="Mixed precision needs a GPU with compute capability 7.0+; training in float32.",
-                )
+            self._warn(
+                "mixed_precision_unavailable",
+                "Mixed precision needs a GPU with compute capability 7.0+; training in float32.",
             )
         if not self.t._resuming:
             for w in preflight(cfg, band_ranges=ds.band_ranges, device=device):
-                self.emit(
-                    WarningEvent(
-                        step=0,
-                        epoch=1,
-                        kind=f"preflight_{w.kind}",
-                        signals={"fix": dict(w.fix)},
-                        message=w.message,
-                    )
-                )
+                self._warn(f"preflight_{w.kind}", w.message, signals={"fix": dict(w.fix)})
             probes.write_probe_list()
 
         if self.start_epoch < cfg.train.epochs and not self.t._stop.is_set():
@@ -480,6 +452,18 @@ class _Session:
             run_dir=self.writer.path,
             steps=self._step(),
             saturation=self.saturation,
+        )
+
+    def _warn(self, kind: str, message: str, *, signals: Mapping[str, Any] | None = None) -> None:
+        """A run-level warning (device, configuration), placed where the run starts."""
+        self.emit(
+            WarningEvent(
+                step=self.start_step,
+                epoch=self.start_epoch + 1,
+                kind=kind,
+                signals=dict(signals or {}),
+                message=message,
+            )
         )
 
     def _model_and_optimizer(self, build_unet: Callable[..., Any], StepSchedule: type, loss: Any) -> tuple[Any, Any]:
