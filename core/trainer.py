@@ -40,7 +40,7 @@ from core.events import (
     Stopped,
     WarningEvent,
 )
-from core.runstore import RunError, RunWriter, atomic_write_text, is_run_dir
+from core.runstore import RunError, RunWriter, atomic_path, atomic_write_text, is_run_dir
 from core.tiles import DatasetInfo, TileInfo, scan_dataset
 
 __all__ = ["Trainer", "TrainResult"]
@@ -600,9 +600,10 @@ class _Probes:
 
         if probs.shape[-1] == 1:
             probs = probs[..., 0]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tifffile.imwrite(tmp, np.ascontiguousarray(probs, dtype=np.float32), compression="zlib", compressionargs={"level": 1})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(
+                tmp, np.ascontiguousarray(probs, dtype=np.float32), compression="zlib", compressionargs={"level": 1}
+            )
 
     def epoch_end(self, epoch: int) -> None:
         """Predict and save ``epoch-NNNN.tif`` (1-based epoch); log to TensorBoard."""
@@ -743,13 +744,11 @@ class _Recorder(keras.callbacks.Callback):
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
         ckdir = self.s.writer.checkpoints_dir
-        tmp = ckdir / ".last.tmp.keras"
-        self.s.unet.save(tmp)
-        epoch_file = ckdir / f"epoch-{epoch:04d}.keras"
-        _copy_atomic(tmp, epoch_file)
-        if improved:
-            _copy_atomic(tmp, ckdir / "best.keras")
-        os.replace(tmp, ckdir / "last.keras")
+        with atomic_path(ckdir / "last.keras") as tmp:
+            self.s.unet.save(tmp)
+            _copy_atomic(tmp, ckdir / f"epoch-{epoch:04d}.keras")
+            if improved:
+                _copy_atomic(tmp, ckdir / "best.keras")
         keep = self.s.cfg.train.keep_checkpoints
         if keep > 0:
             files = sorted(ckdir.glob("epoch-*.keras"))
@@ -769,9 +768,8 @@ def _metric_order(key: str) -> tuple[int, str]:
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 class _EpochTensorBoard(keras.callbacks.TensorBoard):
